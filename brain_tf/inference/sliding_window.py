@@ -1,0 +1,235 @@
+"""Whole-volume prediction with a patch model: tile, predict in batches, blend.
+
+Memory stays bounded: besides the volume itself, only the output array (one
+value per voxel and output channel), one batch of input tiles and one batch
+of output tiles are held. Tile weights are separable (see
+:mod:`brain_tf.inference.tiling`), so no full-size weight array and no final
+division are needed: each tile is added into the output with its final weight.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from brain_tf.errors import ConfigError, DataError, ModelError
+from brain_tf.inference.calling import make_predictor
+from brain_tf.inference.tiling import (
+    axis_plan,
+    blend_profile,
+    check_overlap,
+    flip_sets,
+    tile_starts,
+)
+from brain_tf.io import Volume
+
+ACCUMULATE_DTYPES = ("float32", "float16")
+
+
+def as_channels_last(volume, name: str = "volume") -> np.ndarray:
+    """The (x, y, z, c) array of a :class:`Volume` or array; (x, y, z) gets c = 1."""
+    if isinstance(volume, Volume):
+        name = volume.path or name
+        volume = volume.array
+    array = np.asarray(volume)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4:
+        raise DataError(f"{name}: shape {array.shape}; expected (x, y, z, channels) or (x, y, z)")
+    return array
+
+
+def resolve_patch(patch_size, spatial: Sequence[int], slice_axis: int | None) -> tuple[int, ...]:
+    """The 3D tile shape from ``patch_size`` (None entries: the whole axis).
+
+    With ``slice_axis`` the tile is one voxel thick along that axis and
+    ``patch_size`` may give just the two in-plane sizes.
+    """
+    spatial = tuple(int(s) for s in spatial)
+    if slice_axis is not None and slice_axis not in (0, 1, 2):
+        raise ConfigError(f"slice_axis={slice_axis}: must be 0, 1, 2 or None")
+    ndim = 3 if slice_axis is None else 2
+    if patch_size is None or isinstance(patch_size, (int, np.integer)):
+        patch = [patch_size] * ndim
+    else:
+        patch = list(patch_size)
+    if slice_axis is not None and len(patch) == 3:
+        if patch[slice_axis] not in (1, None):
+            raise ConfigError(f"patch_size={tuple(patch_size)}: with slice_axis={slice_axis} the "
+                              "tile is one slice thick; give the two in-plane sizes")
+        patch = [p for i, p in enumerate(patch) if i != slice_axis]
+    if len(patch) != ndim:
+        raise ConfigError(f"patch_size={patch_size}: expected {ndim} sizes "
+                          f"({'x, y, z' if ndim == 3 else 'the two in-plane axes'})")
+    if slice_axis is not None:
+        patch.insert(slice_axis, 1)
+    out = []
+    for p, s in zip(patch, spatial):
+        if p is None:
+            p = s
+        if int(p) < 1:
+            raise ConfigError(f"patch_size={patch_size}: sizes must be positive")
+        out.append(int(p))
+    return tuple(out)
+
+
+def _accumulate_dtype(value) -> np.dtype:
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in ACCUMULATE_DTYPES:
+        raise ConfigError(f"accumulate_dtype={value!r}: use 'float32' or 'float16'")
+    return dtype
+
+
+def _slice_predictor(predict, slice_axis: int):
+    """Wrap a 2D model so it takes tiles (n, ..., 1 at slice_axis, ..., c)."""
+    batch_axis = slice_axis + 1
+
+    def predictor(tiles: np.ndarray) -> np.ndarray:
+        pred = predict(np.squeeze(tiles, axis=batch_axis))
+        if pred.ndim == 3:
+            pred = pred[..., None]
+        if pred.ndim != 4:
+            raise ModelError(f"2D model output has shape {pred.shape}; expected "
+                             "(batch, height, width, channels)")
+        return np.expand_dims(pred, batch_axis)
+
+    return predictor
+
+
+def _check_prediction(pred: np.ndarray, n: int, patch: tuple) -> np.ndarray:
+    if pred.ndim == 4:
+        pred = pred[..., None]
+    if pred.shape[:4] != (n, *patch) or pred.ndim != 5:
+        raise ModelError(
+            f"model output shape {pred.shape} does not match its tiles {(n, *patch)} + "
+            "(channels,); the model must keep the spatial size of its input (padding='same')"
+        )
+    return pred
+
+
+def _fill_tile(dst: np.ndarray, array: np.ndarray, tiles, pad_value: float) -> None:
+    """Copy the volume part of one tile into ``dst``, padding the rest."""
+    src = tuple(slice(t.lo, t.hi) for t in tiles)
+    inner = tuple(slice(t.tile_lo, t.tile_hi) for t in tiles)
+    if any(t.tile_lo != 0 or t.tile_hi != n for t, n in zip(tiles, dst.shape[:3])):
+        dst.fill(pad_value)
+    dst[inner] = array[src]
+
+
+def sliding_window_predict(
+    model,
+    volume,
+    patch_size=None,
+    overlap: float = 0.5,
+    mode: str = "gaussian",
+    tta=False,
+    batch_size: int | None = None,
+    *,
+    slice_axis: int | None = None,
+    sigma_scale: float = 0.125,
+    pad_value: float = 0.0,
+    accumulate_dtype: str = "float32",
+    output=None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Predict a whole volume with a model trained on patches.
+
+    The volume is covered by overlapping tiles (:func:`tiling.tile_starts`
+    per axis; an axis shorter than the tile is padded with ``pad_value`` on
+    both sides), tiles are predicted ``batch_size`` at a time, and each
+    voxel's output is the weighted mean of the tiles covering it.
+
+    Args:
+        model: a Keras model or any callable mapping a batch (n, x, y, z, c)
+            to (n, x, y, z, k) (numpy or tensor). With ``slice_axis`` it is a
+            2D model mapping (n, h, w, c) to (n, h, w, k).
+        volume: (x, y, z, c) array, (x, y, z) array, or a :class:`brain_tf.io.Volume`.
+        patch_size: tile size: one int, or one per axis (``None`` entries or
+            ``patch_size=None``: the whole axis). With ``slice_axis``, the two
+            in-plane sizes.
+        overlap: fraction of a tile shared with its neighbour, in [0, 1).
+        mode: ``"gaussian"`` (weights fall off from the tile centre, sigma =
+            ``sigma_scale`` x tile size) or ``"constant"`` (plain mean).
+        tta: flip test-time augmentation: ``False``; ``True`` for every
+            combination of the spatial axes that are tiled (8 predictions in
+            3D, 4 slice by slice); or a list of axis tuples such as
+            ``[(0,), (1, 2)]`` (the plain prediction is always included). Each
+            tile is flipped, predicted and flipped back; the results are averaged.
+        batch_size: tiles per model call (default 2 for 3D tiles, 16 for slices).
+        slice_axis: predict slice by slice along this axis with a 2D model.
+        pad_value: value of the padding outside the volume.
+        accumulate_dtype: ``"float32"`` or ``"float16"`` (halves the output
+            array while tiles are added; the result is converted to float32 at
+            the end, so the peak then is 1.5 times a float32 output).
+        output: which output of a multi-output model to use (key or index).
+        progress: show a ``keras.utils.Progbar`` over the tiles.
+
+    Returns:
+        float32 array (x, y, z, k).
+    """
+    array = as_channels_last(volume)
+    spatial = array.shape[:3]
+    patch = resolve_patch(patch_size, spatial, slice_axis)
+    overlap = check_overlap(overlap)
+    accumulate_dtype = _accumulate_dtype(accumulate_dtype)
+    if batch_size is None:
+        batch_size = 2 if slice_axis is None else 16
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be at least 1")
+    batch_size = int(batch_size)
+
+    predict = make_predictor(model, output)
+    if slice_axis is not None:
+        predict = _slice_predictor(predict, slice_axis)
+    flips = flip_sets(tta, [a for a in range(3) if patch[a] > 1])
+
+    plans = []
+    for size, p in zip(spatial, patch):
+        starts = tile_starts(size, p, overlap)
+        plans.append(axis_plan(size, p, starts, blend_profile(p, mode, sigma_scale)))
+    grid = [(a, b, c) for a in plans[0].values() for b in plans[1].values()
+            for c in plans[2].values()]
+
+    tiles_in = np.empty((min(batch_size, len(grid)), *patch, array.shape[3]), np.float32)
+    tiles_out = None
+    result = None
+    share = np.float32(1.0 / len(flips))
+    bar = keras.utils.Progbar(len(grid), unit_name="tile") if progress else None
+
+    for first in range(0, len(grid), batch_size):
+        batch = grid[first:first + batch_size]
+        n = len(batch)
+        for j, tile in enumerate(batch):
+            _fill_tile(tiles_in[j], array, tile, pad_value)
+        for k, axes in enumerate(flips):
+            flip_axes = tuple(a + 1 for a in axes)
+            x = tiles_in[:n] if not axes else np.ascontiguousarray(np.flip(tiles_in[:n], flip_axes))
+            pred = _check_prediction(predict(x), n, patch)
+            if axes:
+                pred = np.flip(pred, flip_axes)
+            if result is None:
+                channels = pred.shape[-1]
+                result = np.zeros((*spatial, channels), dtype=accumulate_dtype)
+                tiles_out = np.empty((tiles_in.shape[0], *patch, channels), np.float32)
+            elif pred.shape[-1] != result.shape[-1]:
+                raise ModelError(f"model output has {pred.shape[-1]} channels, earlier tiles "
+                                 f"had {result.shape[-1]}")
+            if k == 0:
+                np.copyto(tiles_out[:n], pred, casting="same_kind")
+            else:
+                np.add(tiles_out[:n], pred, out=tiles_out[:n], casting="same_kind")
+        for j, (tx, ty, tz) in enumerate(batch):
+            weight = np.multiply.outer(np.multiply.outer(tx.weights * share, ty.weights),
+                                       tz.weights)
+            part = tiles_out[j, tx.tile_lo:tx.tile_hi, ty.tile_lo:ty.tile_hi, tz.tile_lo:tz.tile_hi]
+            np.multiply(part, weight[..., None], out=part)
+            target = result[tx.lo:tx.hi, ty.lo:ty.hi, tz.lo:tz.hi]
+            np.add(target, part, out=target, casting="unsafe")
+        if bar is not None:
+            bar.update(first + n)
+    return result.astype(np.float32, copy=False)

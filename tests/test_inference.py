@@ -95,13 +95,13 @@ def test_blend_weights_hand_computed():
     np.testing.assert_allclose(gauss[:, 0, 0, 0], expected, rtol=1e-6, atol=1e-7)
 
 
-def test_float16_accumulator_and_3d_input():
+def test_float16_output_and_3d_input():
     volume = np.random.default_rng(2).uniform(size=(17, 11, 9)).astype(np.float32)
-    out = sliding_window_predict(identity, volume, 8, 0.5, accumulate_dtype="float16")
-    assert out.shape == (17, 11, 9, 1) and out.dtype == np.float32
+    out = sliding_window_predict(identity, volume, 8, 0.5, output_dtype="float16", tta=True)
+    assert out.shape == (17, 11, 9, 1) and out.dtype == np.float16
     np.testing.assert_allclose(out[..., 0], volume, atol=2e-3)
-    with pytest.raises(ConfigError, match="accumulate_dtype"):
-        sliding_window_predict(identity, volume, 8, accumulate_dtype="int8")
+    with pytest.raises(ConfigError, match="output_dtype"):
+        sliding_window_predict(identity, volume, 8, output_dtype="int8")
 
 
 def test_keras_pointwise_model_matches_whole_volume_prediction():

@@ -16,7 +16,8 @@ from brain_tf.io import Volume, save_volume
 
 @dataclasses.dataclass
 class Prediction:
-    """Probabilities (x, y, z, k) float32 and the label map (x, y, z) derived from them."""
+    """Probabilities (x, y, z, k) (float32 unless ``output_dtype`` says otherwise) and the
+    label map (x, y, z) derived from them."""
 
     probabilities: np.ndarray
     labels: np.ndarray | None = None

@@ -25,7 +25,7 @@ from brain_tf.inference.tiling import (
 )
 from brain_tf.io import Volume
 
-ACCUMULATE_DTYPES = ("float32", "float16")
+OUTPUT_DTYPES = ("float32", "float16")
 
 
 def as_channels_last(volume, name: str = "volume") -> np.ndarray:
@@ -75,13 +75,13 @@ def resolve_patch(patch_size, spatial: Sequence[int], slice_axis: int | None) ->
     return tuple(out)
 
 
-def _accumulate_dtype(value) -> np.dtype:
+def _output_dtype(value) -> np.dtype:
     try:
         dtype = np.dtype(value)
     except TypeError:
         dtype = None
-    if dtype is None or dtype.name not in ACCUMULATE_DTYPES:
-        raise ConfigError(f"accumulate_dtype={value!r}: use 'float32' or 'float16'")
+    if dtype is None or dtype.name not in OUTPUT_DTYPES:
+        raise ConfigError(f"output_dtype={value!r}: use 'float32' or 'float16'")
     return dtype
 
 
@@ -121,6 +121,60 @@ def _fill_tile(dst: np.ndarray, array: np.ndarray, tiles, pad_value: float) -> N
     dst[inner] = array[src]
 
 
+class _Blender:
+    """Predicts batches of tiles (with their flips) and adds them into the output.
+
+    Holds the only large buffers: one batch of input tiles, one batch of
+    output tiles and the output array (allocated at the first prediction,
+    when the number of output channels is known).
+    """
+
+    def __init__(self, predict, spatial, patch, batch_size, channels, flips, output_dtype):
+        self.predict, self.spatial, self.patch = predict, tuple(spatial), tuple(patch)
+        self.flips, self.output_dtype = flips, output_dtype
+        self.share = np.float32(1.0 / len(flips))
+        self.tiles_in = np.empty((batch_size, *patch, channels), np.float32)
+        self.tiles_out = None
+        self.result = None
+
+    def _allocate(self, channels: int) -> None:
+        if self.result is None:
+            self.result = np.zeros((*self.spatial, channels), dtype=self.output_dtype)
+            self.tiles_out = np.empty((len(self.tiles_in), *self.patch, channels), np.float32)
+        elif channels != self.result.shape[-1]:
+            raise ModelError(f"model output has {channels} channels, earlier tiles had "
+                             f"{self.result.shape[-1]}")
+
+    def _predict_flips(self, n: int) -> np.ndarray:
+        """Sum over the flips of the (flipped back) predictions of the first n tiles."""
+        tiles = self.tiles_in[:n]
+        for k, axes in enumerate(self.flips):
+            flip_axes = tuple(a + 1 for a in axes)
+            x = np.ascontiguousarray(np.flip(tiles, flip_axes)) if axes else tiles
+            pred = _check_prediction(self.predict(x), n, self.patch)
+            if axes:
+                pred = np.flip(pred, flip_axes)
+            self._allocate(pred.shape[-1])
+            out = self.tiles_out[:n]
+            if k == 0:
+                np.copyto(out, pred, casting="same_kind")
+            else:
+                np.add(out, pred, out=out, casting="same_kind")
+            del x, pred  # free this flip's tiles before the next flip is made
+        return self.tiles_out[:n]
+
+    def add(self, batch) -> None:
+        """Predict the tiles filled into ``tiles_in`` and add them with their weights."""
+        summed = self._predict_flips(len(batch))
+        for part, (tx, ty, tz) in zip(summed, batch):
+            weight = np.multiply.outer(np.multiply.outer(tx.weights * self.share, ty.weights),
+                                       tz.weights)
+            part = part[tx.tile_lo:tx.tile_hi, ty.tile_lo:ty.tile_hi, tz.tile_lo:tz.tile_hi]
+            np.multiply(part, weight[..., None], out=part)
+            target = self.result[tx.lo:tx.hi, ty.lo:ty.hi, tz.lo:tz.hi]
+            np.add(target, part, out=target, casting="unsafe")
+
+
 def sliding_window_predict(
     model,
     volume,
@@ -133,7 +187,7 @@ def sliding_window_predict(
     slice_axis: int | None = None,
     sigma_scale: float = 0.125,
     pad_value: float = 0.0,
-    accumulate_dtype: str = "float32",
+    output_dtype: str = "float32",
     output=None,
     progress: bool = False,
 ) -> np.ndarray:
@@ -163,20 +217,19 @@ def sliding_window_predict(
         batch_size: tiles per model call (default 2 for 3D tiles, 16 for slices).
         slice_axis: predict slice by slice along this axis with a 2D model.
         pad_value: value of the padding outside the volume.
-        accumulate_dtype: ``"float32"`` or ``"float16"`` (halves the output
-            array while tiles are added; the result is converted to float32 at
-            the end, so the peak then is 1.5 times a float32 output).
+        output_dtype: ``"float32"``, or ``"float16"`` to halve the output
+            array (tiles are added into it directly; about 1e-3 relative error).
         output: which output of a multi-output model to use (key or index).
         progress: show a ``keras.utils.Progbar`` over the tiles.
 
     Returns:
-        float32 array (x, y, z, k).
+        array (x, y, z, k) of ``output_dtype`` (float32 by default).
     """
     array = as_channels_last(volume)
     spatial = array.shape[:3]
     patch = resolve_patch(patch_size, spatial, slice_axis)
     overlap = check_overlap(overlap)
-    accumulate_dtype = _accumulate_dtype(accumulate_dtype)
+    output_dtype = _output_dtype(output_dtype)
     if batch_size is None:
         batch_size = 2 if slice_axis is None else 16
     if int(batch_size) < 1:
@@ -195,41 +248,14 @@ def sliding_window_predict(
     grid = [(a, b, c) for a in plans[0].values() for b in plans[1].values()
             for c in plans[2].values()]
 
-    tiles_in = np.empty((min(batch_size, len(grid)), *patch, array.shape[3]), np.float32)
-    tiles_out = None
-    result = None
-    share = np.float32(1.0 / len(flips))
+    blender = _Blender(predict, spatial, patch, min(batch_size, len(grid)), array.shape[3],
+                       flips, output_dtype)
     bar = keras.utils.Progbar(len(grid), unit_name="tile") if progress else None
-
     for first in range(0, len(grid), batch_size):
         batch = grid[first:first + batch_size]
-        n = len(batch)
         for j, tile in enumerate(batch):
-            _fill_tile(tiles_in[j], array, tile, pad_value)
-        for k, axes in enumerate(flips):
-            flip_axes = tuple(a + 1 for a in axes)
-            x = tiles_in[:n] if not axes else np.ascontiguousarray(np.flip(tiles_in[:n], flip_axes))
-            pred = _check_prediction(predict(x), n, patch)
-            if axes:
-                pred = np.flip(pred, flip_axes)
-            if result is None:
-                channels = pred.shape[-1]
-                result = np.zeros((*spatial, channels), dtype=accumulate_dtype)
-                tiles_out = np.empty((tiles_in.shape[0], *patch, channels), np.float32)
-            elif pred.shape[-1] != result.shape[-1]:
-                raise ModelError(f"model output has {pred.shape[-1]} channels, earlier tiles "
-                                 f"had {result.shape[-1]}")
-            if k == 0:
-                np.copyto(tiles_out[:n], pred, casting="same_kind")
-            else:
-                np.add(tiles_out[:n], pred, out=tiles_out[:n], casting="same_kind")
-        for j, (tx, ty, tz) in enumerate(batch):
-            weight = np.multiply.outer(np.multiply.outer(tx.weights * share, ty.weights),
-                                       tz.weights)
-            part = tiles_out[j, tx.tile_lo:tx.tile_hi, ty.tile_lo:ty.tile_hi, tz.tile_lo:tz.tile_hi]
-            np.multiply(part, weight[..., None], out=part)
-            target = result[tx.lo:tx.hi, ty.lo:ty.hi, tz.lo:tz.hi]
-            np.add(target, part, out=target, casting="unsafe")
+            _fill_tile(blender.tiles_in[j], array, tile, pad_value)
+        blender.add(batch)
         if bar is not None:
-            bar.update(first + n)
-    return result.astype(np.float32, copy=False)
+            bar.update(first + len(batch))
+    return blender.result

@@ -11,7 +11,9 @@ The CAM is upsampled to the input grid (linear interpolation, cell centres
 aligned) and divided by its maximum, so it lies in [0, 1] (all zeros when
 nothing contributes positively). The score is taken after the model's output
 activation; a saturated softmax gives weak gradients, so explain the class
-the model is unsure about, or a model whose head is linear.
+the model is unsure about, or a model whose head is linear. The model runs
+in inference mode; MCDropout layers stay active, so such a model's CAM is one
+random draw.
 """
 
 from __future__ import annotations

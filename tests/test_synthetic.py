@@ -1,0 +1,359 @@
+"""Synthetic phantoms: anatomy, contrasts, tumours, biology, and the six written layouts."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from brain_tf.config import load_toml
+from brain_tf.data import load_spec
+from brain_tf.data.synthetic import (
+    LAYOUTS, Phantom, grid_axes, make_subject, render_anatomy, render_phantom, render_slice,
+    resolve_grid, sample_anatomy, sample_phantom, synthesize)
+from brain_tf.data.synthetic.anatomy import ellipsoid_distance
+from brain_tf.data.synthetic.fields import Field, random_field
+from brain_tf.data.synthetic.geometry import reorient
+from brain_tf.data.synthetic.slices import axial_display, plane_axes, to_display
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.io import load_image, load_volume
+
+FACE = ndimage.generate_binary_structure(3, 1)
+
+
+def _world_centroid(labels, value, affine):
+    ijk = np.argwhere(labels == value).mean(axis=0)
+    return affine[:3, :3] @ ijk + affine[:3, 3]
+
+
+# ------------------------------------------------------------------ building blocks
+def test_ellipsoid_distance_is_exact_along_the_axes():
+    u = (np.array([10.0, 0, 0, 0], np.float32), np.array([0, 4.0, 0, 0], np.float32),
+         np.array([0, 0, 12.0, 0], np.float32))
+    d = ellipsoid_distance(u, (0, 0, 0), (5.0, 8.0, 9.0))
+    # (10,0,0) is 5 mm outside; (0,4,0) 4 mm inside; (0,0,12) 3 mm outside; the centre
+    # is as deep as the shortest semi-axis.
+    np.testing.assert_allclose(d, [5.0, -4.0, 3.0, -5.0], atol=1e-5)
+
+
+def test_field_is_a_cubic_bspline_of_its_lattice():
+    values = np.zeros((7, 7, 7), np.float32)
+    values[3, 3, 3] = 1.0
+    field = Field(values=values, step=2.0, start=-6.0)  # lattice point 3 is at 0 mm
+    axes = (np.array([0.0, 2.0, 1.0]), np.array([0.0]), np.array([0.0]))
+    out = field.sample(axes)[:, 0, 0]
+    # B-spline weights at a lattice point: 1/6, 4/6, 1/6 per axis; halfway: 23/48.
+    np.testing.assert_allclose(out, [(4 / 6) ** 3, (1 / 6) * (4 / 6) ** 2,
+                                     (23 / 48) * (4 / 6) ** 2], rtol=1e-5)
+    slope = field.sample((np.array([1.0]), np.array([0.0]), np.array([0.0])), derivative=0)
+    # at x = 1 mm (f = 1/2) the weight of lattice point 3 falls by (3/4 - 2)/2 = -5/8 per
+    # step, i.e. -5/16 per mm; y and z sit on the lattice point (weight 4/6 each).
+    np.testing.assert_allclose(slope[0, 0, 0], -(5 / 16) * (4 / 6) ** 2, rtol=1e-5)
+
+
+def test_random_field_has_unit_spread():
+    field = random_field(np.random.default_rng(0), 6.0)
+    values = field.sample(grid_axes((40, 40, 40), (3.0, 3.0, 3.0)))
+    assert 0.8 < values.std() < 1.2
+    assert abs(values.mean()) < 0.2
+
+
+def test_reorient_keeps_world_positions_and_load_volume_undoes_it(tmp_path):
+    array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = [-3, -6, -10]
+    stored, stored_affine = reorient(array, affine, "PIR")
+    assert stored.shape == (5, 6, 4)
+    assert nib.aff2axcodes(stored_affine) == ("P", "I", "R")
+    # voxel (i, j, k) of the stored array is RAS voxel (k, 4 - i, 5 - j): same world point.
+    i, j, k = 1, 2, 3
+    assert stored[i, j, k] == array[k, 4 - i, 5 - j]
+    np.testing.assert_allclose(stored_affine @ [i, j, k, 1], affine @ [k, 4 - i, 5 - j, 1])
+    from brain_tf.io import save_volume
+    save_volume(stored, tmp_path / "x.nii.gz", stored_affine)
+    back = load_volume(tmp_path / "x.nii.gz")
+    np.testing.assert_array_equal(back.array, array)
+    np.testing.assert_allclose(back.affine, affine)
+
+
+def test_display_orientation_by_hand():
+    vol = (10 * np.arange(3)[:, None] + np.arange(4)[None, :]).astype(float)[:, :, None]
+    img = axial_display(vol, 0)
+    # rows run anterior -> posterior (y descending), columns right -> left (x descending)
+    assert img.shape == (4, 3)
+    assert img[0, 0] == vol[2, 3, 0] == 23 and img[3, 2] == vol[0, 0, 0] == 0
+    np.testing.assert_array_equal(to_display(vol), img)
+    axes = plane_axes("SAG", 5.0, (6, 8), 80.0)
+    assert [len(a) for a in axes] == [1, 8, 6] and axes[0][0] == 5.0
+    assert np.diff(axes[1]).mean() == pytest.approx(10.0)
+
+
+# ------------------------------------------------------------------ one subject
+@pytest.fixture(scope="module")
+def healthy():
+    return make_subject(np.random.default_rng(1), (64, 72, 64), 3.0, age=45, sex="F",
+                        modalities=("T1", "T1gd", "T2", "FLAIR", "DWI"))
+
+
+def test_labels_fractions_and_mask(healthy):
+    s = healthy
+    assert set(np.unique(s.tissue)) == {0, 1, 2, 3}
+    assert set(np.unique(s.hippocampus)) == {0, 1, 2}
+    np.testing.assert_array_equal(s.mask, s.tissue > 0)
+    assert not s.tumour.any()
+    f = s.tissue_fractions()
+    assert 0.08 < f["csf"] < 0.35 and 0.30 < f["gm"] < 0.60 and 0.20 < f["wm"] < 0.50
+    assert 900 < s.brain_volume_ml() < 1700
+    assert s.spacing == (3.0, 3.0, 3.0) and s.shape == (64, 72, 64)
+    # the head (scalp, skull, face) lies outside the brain: full-head T1 is bright there
+    t1 = s.images["T1"]
+    assert t1[~s.mask].max() > 0.8 * np.percentile(t1[s.tissue == 3], 50)
+
+
+def test_right_hippocampus_is_at_larger_world_x(healthy):
+    right = _world_centroid(healthy.hippocampus, 1, healthy.affine)
+    left = _world_centroid(healthy.hippocampus, 2, healthy.affine)
+    assert right[0] - left[0] > 35  # about 54 mm apart
+    assert abs(right[2] - left[2]) < 6
+    for label in (1, 2):  # 2.5-5 ml each
+        assert 2.5 < (healthy.hippocampus == label).sum() * 27 / 1000 < 5.0
+
+
+def test_contrast_order_inside_tissue(healthy):
+    mean = {m: [healthy.images[m][healthy.tissue == t].mean() for t in (1, 2, 3)]
+            for m in healthy.images}
+    csf, gm, wm = mean["T1"]
+    assert wm > 1.2 * gm and gm > 1.5 * csf
+    csf, gm, wm = mean["T2"]
+    assert csf > 1.3 * gm and gm > 1.1 * wm
+    csf, gm, wm = mean["FLAIR"]
+    assert gm > 1.1 * wm and wm > 2 * csf
+    # DWI: free water (CSF) dark; its low resolution blurs thin CSF, so use the ventricles
+    ventricles = ndimage.binary_erosion(healthy.tissue == 1, FACE)
+    dwi = healthy.images["DWI"]
+    assert dwi[healthy.tissue == 3].mean() > 2 * dwi[ventricles].mean()
+    # gadolinium does not change healthy brain much
+    assert 0.9 < mean["T1gd"][2] / mean["T1"][2] < 1.1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_high_grade_tumour_is_nested(seed):
+    s = make_subject(np.random.default_rng(seed), (48, 48, 40), 4.0, tumour="high",
+                     modalities=("FLAIR", "T1", "T1gd", "T2"), skull_strip=True)
+    t = s.tumour
+    assert set(np.unique(t)) <= {0, 1, 2, 3} and {1, 3} <= set(np.unique(t))
+    assert not (t > 0)[~s.mask].any()
+    # non-enhancing centre enclosed by the enhancing rim
+    assert np.isin(t[ndimage.binary_dilation(t == 2, FACE)], (2, 3)).all()
+    # every brain voxel touching the core is tumour (oedema surrounds the core)
+    assert (t[ndimage.binary_dilation(t >= 2, FACE) & s.mask] > 0).all()
+    whole = (t > 0).sum() / s.mask.sum()
+    assert 0.002 < whole < 0.4
+    # skull-stripped: images are exactly zero outside the brain
+    assert all((img[~s.mask] == 0).all() for img in s.images.values())
+    flair, t1, t1gd = s.images["FLAIR"], s.images["T1"], s.images["T1gd"]
+    assert flair[t == 1].mean() > 1.3 * flair[s.tissue == 2].mean()  # oedema bright on FLAIR
+    assert t1gd[t == 3].mean() > 1.1 * t1gd[(s.tissue == 3) & (t == 0)].mean()
+    assert t1gd[t == 3].mean() / t1[t == 3].mean() > 1.8  # the rim enhances
+
+
+def test_low_grade_tumour_is_mostly_non_enhancing():
+    s = make_subject(np.random.default_rng(4), (48, 48, 40), 4.0, tumour="low",
+                     modalities=("FLAIR",))
+    counts = np.bincount(s.tumour.ravel(), minlength=4)
+    assert counts[2] > 0 and counts[2] > 3 * counts[3]
+
+
+def test_same_seed_same_subject_other_seed_differs():
+    kwargs = dict(shape=(32, 32, 32), spacing=6.0, tumour="high", modalities=("T1", "FLAIR"))
+    a = make_subject(np.random.default_rng(7), **kwargs)
+    b = make_subject(np.random.default_rng(7), **kwargs)
+    c = make_subject(np.random.default_rng(8), **kwargs)
+    np.testing.assert_array_equal(a.images["FLAIR"], b.images["FLAIR"])
+    np.testing.assert_array_equal(a.tumour, b.tumour)
+    assert a.age == b.age and a.sex == b.sex
+    assert not np.array_equal(a.tissue, c.tissue)
+    assert np.abs(a.images["T1"] - c.images["T1"]).mean() > 0.05 * a.images["T1"].mean()
+
+
+def test_a_plane_matches_the_volume_it_cuts():
+    rng = np.random.default_rng(5)
+    phantom = sample_phantom(rng, 50, "M", None, None, (0, -8, 0))
+    axes = grid_axes((32, 32, 32), (6.0, 6.0, 6.0))
+    vol = render_phantom(phantom, axes, ("T1",), rng)
+    k = 18
+    plane = render_slice(phantom, "AX", axes[2][k], (32, 32), 192.0, ("T1",), rng)
+    np.testing.assert_array_equal(plane["mask"], axial_display(vol["mask"], k))
+
+
+def test_slices_differ_by_perspective_and_sequence():
+    rng = np.random.default_rng(6)
+    phantom = sample_phantom(rng, 60, "F", "high", None, (0, -8, 0))
+    ax = render_slice(phantom, "AX", 5.0, (48, 48), 240.0, ("T1", "T2"), rng)
+    sag = render_slice(phantom, "SAG", 5.0, (48, 48), 240.0, ("T1",), rng)
+    corr = np.corrcoef(ax["images"]["T1"].ravel(), sag["images"]["T1"].ravel())[0, 1]
+    assert corr < 0.6
+    inside = ax["mask"]
+    t1, t2 = ax["images"]["T1"][inside], ax["images"]["T2"][inside]
+    assert np.corrcoef(t1, t2)[0, 1] < 0  # T2 inverts the T1 contrast inside the brain
+
+
+# ------------------------------------------------------------------ biology across subjects
+def test_age_and_sex_drive_the_anatomy():
+    rng = np.random.default_rng(11)
+    axes = grid_axes((48, 56, 40), (4.0, 4.0, 4.0))
+    rows = []
+    for i in range(40):
+        age, sex = rng.uniform(18, 88), "M" if i % 2 else "F"
+        anat = sample_anatomy(rng, age, sex)
+        maps = render_anatomy(anat, Phantom(anat, None, None, np.zeros(3)).frame(axes),
+                              head=False)
+        counts = np.bincount(maps.tissue.ravel(), minlength=4)[1:].astype(float)
+        rows.append([age, sex == "M", *(counts / counts.sum()), maps.mask.sum() * 64e-3])
+    data = np.array(rows)
+    age, male, gm, csf, volume = data[:, 0], data[:, 1] == 1, data[:, 3], data[:, 2], data[:, 5]
+    assert np.corrcoef(age, gm)[0, 1] < -0.75    # measured about -0.9
+    assert np.corrcoef(age, csf)[0, 1] > 0.75     # measured about +0.95
+    ratio = volume[male].mean() / volume[~male].mean()
+    welch = (volume[male].mean() - volume[~male].mean()) / np.sqrt(
+        volume[male].var(ddof=1) / male.sum() + volume[~male].var(ddof=1) / (~male).sum())
+    assert ratio > 1.06 and welch > 3              # about 13 % larger in men
+    # irreducible error: an oracle regression on the true fractions is good, not perfect
+    x = np.column_stack([np.ones(len(data)), data[:, 2:5]])
+    errors = []
+    for k in range(5):
+        test = np.arange(len(data)) % 5 == k
+        coef = np.linalg.lstsq(x[~test], age[~test], rcond=None)[0]
+        errors.append(np.abs(x[test] @ coef - age[test]))
+    mae = np.concatenate(errors).mean()
+    assert 2.0 < mae < 9.0                         # measured about 5 years
+
+
+# ------------------------------------------------------------------ written layouts
+SMALL = {"camcan": (24, 28, 24), "ixi": (20, 24, 24), "adni_hippocampus": (40, 48, 40),
+         "msd_brats": (24, 24, 16), "kaggle_lgg": (32, 32, 6), "tcga_gbm_slices": (32, 32)}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layout_writes_a_valid_dataset(layout, tmp_path):
+    spec_path = synthesize(layout, tmp_path / layout, subjects=2, seed=0, shape=SMALL[layout])
+    assert spec_path == tmp_path / layout / "spec.toml"
+    written = load_toml(spec_path)
+    assert written["root"] == "." and written["name"] == layout
+    spec = load_spec(spec_path)
+    manifest = spec.manifest()  # raises on any problem
+    assert manifest["subject"].nunique() == 2
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary folder left behind
+    CHECKS[layout](tmp_path / layout, spec, manifest)
+
+
+def _check_camcan(root, spec, manifest):
+    assert manifest["age"].between(18, 88).all() and set(manifest["sex"]) == {"M", "F"}
+    meta = pd.read_csv(root / "meta/meta_data_all.csv")
+    assert list(meta.columns) == ["subject_id", "age", "gender_code", "gender_text"]
+    for _, row in manifest.iterrows():
+        image = load_volume(row["image_T1"], ndim=3)
+        label = load_volume(row["label"], dtype=None).array
+        mask = load_volume(row["mask"], dtype=None).array
+        assert image.shape == (24, 28, 24) and image.spacing == pytest.approx((8.0,) * 3)
+        assert set(np.unique(label)) <= {0, 1, 2, 3} and set(np.unique(mask)) == {0, 1}
+        np.testing.assert_array_equal(mask, label > 0)
+
+
+def _check_ixi(root, spec, manifest):
+    sheet = pd.read_csv(root / "IXI.csv")
+    assert {"IXI_ID", "SEX_ID (1=m, 2=f)", "AGE", "DOB", "STUDY_DATE"} <= set(sheet.columns)
+    assert spec.metadata["path"] == "IXI.csv"
+    assert manifest["age"].between(20, 86).all() and manifest["mask"].notna().all()
+    for path in manifest["image_T1"]:
+        assert nib.aff2axcodes(nib.load(path).affine) == ("P", "I", "R")
+        vol = load_volume(path)
+        assert vol.shape == (20, 24, 24) and vol.spacing == pytest.approx((9.0, 10.0, 10.0))
+
+
+def _check_adni(root, spec, manifest):
+    for _, row in manifest.iterrows():
+        label = load_volume(row["label"], dtype=None)
+        assert set(np.unique(label.array)) == {0, 1, 2}
+        right = _world_centroid(label.array, 1, label.affine)
+        left = _world_centroid(label.array, 2, label.affine)
+        assert right[0] > left[0] + 30
+
+
+def _check_brats(root, spec, manifest):
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["numTraining"] == 2 and info["modality"]["0"] == "FLAIR"
+    for _, row in manifest.iterrows():
+        image = load_volume(row["image_image"], ndim=4)
+        assert image.shape == (24, 24, 16, 4) and image.spacing == pytest.approx((10, 10, 155 / 16))
+        assert image.array[0, 0, 0].tolist() == [0, 0, 0, 0]  # skull-stripped background
+        label = load_volume(row["label"], dtype=None).array
+        assert set(np.unique(label)) <= {0, 1, 2, 3}
+
+
+def _check_lgg(root, spec, manifest):
+    assert len(manifest) == 12
+    masks = []
+    for _, row in manifest.iterrows():
+        image = load_image(row["image_image"])
+        mask = load_image(row["label"])
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+        assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+        masks.append(mask.any())
+    assert any(masks) and not all(masks)  # some slices show the tumour, some do not
+
+
+def _check_tcga(root, spec, manifest):
+    assert len(manifest) == 2 * 3 * 4 * 2
+    index = pd.read_csv(root / "index.csv")
+    assert list(index.columns) == ["patient", "perspective", "sequence", "label", "file"]
+    assert sorted(root / f for f in index["file"]) == sorted(root.glob("*.jpg"))
+    assert set(index["label"]) == {f"{p}_{s}" for p in ("AX", "COR", "SAG")
+                                   for s in ("DWI", "T1", "T1C", "T2")}
+    for path in manifest["image_image"][:6]:
+        image = load_image(path)
+        assert image.shape == (32, 32, 3) and image.max() > 100
+
+
+CHECKS = {"camcan": _check_camcan, "ixi": _check_ixi, "adni_hippocampus": _check_adni,
+          "msd_brats": _check_brats, "kaggle_lgg": _check_lgg, "tcga_gbm_slices": _check_tcga}
+
+
+def test_synthesize_is_deterministic_and_replaces_its_own_output(tmp_path):
+    a = synthesize("msd_brats", tmp_path / "a", subjects=3, seed=4, shape=(16, 16, 12))
+    b = synthesize("msd_brats", tmp_path / "b", subjects=3, seed=4, shape=(16, 16, 12))
+    c = synthesize("msd_brats", tmp_path / "c", subjects=3, seed=5, shape=(16, 16, 12))
+    name = "imagesTr/BRATS_002.nii.gz"
+    first = load_volume(a.parent / name).array
+    np.testing.assert_array_equal(first, load_volume(b.parent / name).array)
+    assert not np.array_equal(first, load_volume(c.parent / name).array)
+    # writing again into a synthetic dataset replaces it (no stale subjects remain)
+    synthesize("msd_brats", tmp_path / "a", subjects=1, seed=4, shape=(16, 16, 12))
+    assert len(load_spec(a).manifest()) == 1
+
+
+def test_synthesize_refuses_bad_requests(tmp_path):
+    with pytest.raises(ConfigError, match="camcan"):
+        synthesize("brats2021", tmp_path / "x")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not empty"):
+        synthesize("camcan", tmp_path / "mine", subjects=1, shape=(16, 16, 16))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ConfigError, match="subjects"):
+        synthesize("camcan", tmp_path / "y", subjects=0)
+    with pytest.raises(ConfigError, match="shape"):
+        synthesize("camcan", tmp_path / "y", shape=(16, 16))
+
+
+def test_grid_defaults_follow_the_field_of_view():
+    assert resolve_grid("msd_brats") == ((96, 96, 64), (2.5, 2.5, 2.4219))
+    assert resolve_grid("msd_brats", shape=(240, 240, 155)) == ((240, 240, 155), (1.0, 1.0, 1.0))
+    assert resolve_grid("ixi", shape=(150, 256, 256))[1] == (1.2, 0.9375, 0.9375)
+    assert resolve_grid("camcan", spacing=4) == ((48, 56, 48), (4.0, 4.0, 4.0))
+    assert resolve_grid("kaggle_lgg", shape=(256, 256)) == ((256, 256, 24), (0.8594, 0.8594, 5.0))
+    assert resolve_grid("tcga_gbm_slices") == ((128, 128), (1.875, 1.875))
+    with pytest.raises(ConfigError, match="spacing"):
+        resolve_grid("camcan", spacing=(1, 2))

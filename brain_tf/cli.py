@@ -1,5 +1,8 @@
 """The ``brain-tf`` command line.
 
+    brain-tf TASK train --spec X.toml        train a task (see brain-tf --help for the tasks)
+    brain-tf TASK evaluate --run RUN         test-split metrics of a run
+    brain-tf TASK predict --model RUN IN...  predict new files with a run or a SavedModel
     brain-tf synth LAYOUT --out DIR          write a synthetic twin of a dataset layout
     brain-tf manifest --spec X.toml          list a dataset's samples (and check it)
     brain-tf split --spec X.toml --out F     patient-level train/val/test split to CSV
@@ -74,10 +77,106 @@ def _split_args(p):
 _split.add_arguments = _split_args
 
 
+@command("synth", "write a synthetic dataset in the on-disk layout of a real one, with its spec")
+def _synth(args):
+    from brain_tf.data import synthetic
+
+    kwargs = {"subjects": args.subjects, "seed": args.seed, "progress": True}
+    if args.shape:
+        kwargs["shape"] = tuple(args.shape)
+    if args.spacing:
+        kwargs["spacing"] = tuple(args.spacing)
+    spec = synthetic.synthesize(args.layout, args.out, **kwargs)
+    print(f"wrote a synthetic {args.layout} dataset to {args.out}; spec: {spec}")
+
+
+def _synth_args(p):
+    from brain_tf.data.synthetic import LAYOUTS
+
+    p.add_argument("layout", choices=LAYOUTS)
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--subjects", type=int, default=12, help="number of subjects (patients)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=int, nargs="+", help="image size (3 numbers, 2 for slices)")
+    p.add_argument("--spacing", type=float, nargs="+", help="voxel size in mm")
+
+
+_synth.add_arguments = _synth_args
+
+
+@command("demo", "the quick-start job: synthetic BraTS data, train the tumour U-Net, evaluate, predict")
+def _demo(args):
+    from brain_tf.demo import run_demo
+
+    run_demo(out=args.out, runs=args.runs, subjects=args.subjects, epochs=args.epochs)
+
+
+def _demo_args(p):
+    p.add_argument("--out", default="demo_data", help="folder for the synthetic data and predictions")
+    p.add_argument("--runs", default="models", help="where run folders go")
+    p.add_argument("--subjects", type=int, default=10)
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+
+
+_demo.add_arguments = _demo_args
+
+
+def _task_parsers(sub) -> None:
+    from brain_tf.tasks import TASKS
+
+    for name, task in TASKS.items():
+        tp = sub.add_parser(name, help=task.description, description=task.description)
+        actions = tp.add_subparsers(dest="action", metavar="ACTION", required=True)
+        train = actions.add_parser("train", help="train on a dataset and save a run folder")
+        train.add_argument("--spec", help="data spec TOML (default: the preset's)")
+        train.add_argument("--root", help="dataset folder (overrides the spec's root)")
+        train.add_argument("--preset", default="default", choices=sorted(task.presets),
+                           help="configuration preset ('small' trains in minutes on a CPU)")
+        train.add_argument("--epochs", type=int)
+        train.add_argument("--stop-at-epoch", type=int, help="stop after this epoch")
+        train.add_argument("--batch-size", type=int)
+        train.add_argument("--splits", help="CSV of sample,subject,split to reuse a split")
+        train.add_argument("--seed", type=int)
+        train.add_argument("--run-dir", help="run folder (default models/TASK/TIMESTAMP)")
+        train.set_defaults(_fn=_task_train(task))
+        evaluate = actions.add_parser("evaluate", help="test-split metrics of a run")
+        evaluate.add_argument("--run", required=True, help="run folder")
+        evaluate.add_argument("--root", help="dataset folder (if it moved since training)")
+        evaluate.set_defaults(_fn=lambda a, t=task: t.evaluate(a.run, root=a.root))
+        predict = actions.add_parser("predict", help="predict files with a trained run")
+        predict.add_argument("--model", required=True, help="run folder or saved_model/ folder")
+        predict.add_argument("inputs", nargs="+", help="input files (NIfTI or images)")
+        predict.add_argument("--out", required=True, help="output folder")
+        predict.add_argument("--uncertainty", action="store_true",
+                             help="MC-dropout uncertainty (models built with MC dropout)")
+        predict.set_defaults(_fn=lambda a, t=task: t.predict(a.model, a.inputs, a.out,
+                                                               uncertainty=a.uncertainty))
+
+
+def _task_train(task):
+    def run(args):
+        overrides: dict = {"data": {}, "training": {}}
+        if args.spec:
+            overrides["data"]["spec"] = args.spec
+        if args.root:
+            overrides["data"]["root"] = args.root
+        if args.splits:
+            overrides["data"]["splits_csv"] = args.splits
+        if args.seed is not None:
+            overrides["data"]["seed"] = args.seed
+        for key in ("epochs", "stop_at_epoch", "batch_size"):
+            if getattr(args, key) is not None:
+                overrides["training"][key] = getattr(args, key)
+        config = task.config(args.preset, overrides)
+        return task.train(config, run_dir=args.run_dir)
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brain-tf", description="Deep learning on brain MRI (TensorFlow/Keras 3).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _task_parsers(sub)
     for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         getattr(fn, "add_arguments", lambda _p: None)(p)
@@ -95,7 +194,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return int(result or 0)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""What every task shares: presets, data loading and splits, run folders, the CLI.
+
+A task is a small configuration (presets: nested dicts that go to config.toml)
+plus three functions: ``train(config, run)``, ``evaluate(run)`` and
+``predict(run_or_model, inputs, out)``. The shared steps live here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from brain_tf.data import apply_splits, load_spec, split_subjects
+from brain_tf.errors import ConfigError
+from brain_tf.training.run import RunFolder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override``'s keys replacing (recursively)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclasses.dataclass
+class Task:
+    """A task: its presets and its train / evaluate / predict functions."""
+
+    name: str
+    description: str
+    presets: dict[str, dict]
+    train: Callable
+    evaluate: Callable
+    predict: Callable
+
+    def config(self, preset: str = "default", overrides: dict | None = None) -> dict:
+        if preset not in self.presets:
+            raise ConfigError(f"task {self.name}: unknown preset {preset!r}; "
+                              f"choose from {sorted(self.presets)}")
+        base = self.presets["default"]
+        merged = deep_merge(base, self.presets[preset]) if preset != "default" else base
+        merged = deep_merge(merged, overrides or {})
+        merged["task"] = self.name
+        merged["preset"] = preset
+        return merged
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def spec_path(config: dict) -> Path:
+    path = Path(config["data"]["spec"])
+    if not path.is_absolute() and not path.exists() and (REPO / path).exists():
+        path = REPO / path
+    return path
+
+
+def load_manifest(config: dict) -> tuple:
+    """The data spec and the manifest with a ``split`` column (by subject)."""
+    data = config["data"]
+    spec = load_spec(spec_path(config), root=data.get("root"))
+    manifest = spec.manifest()
+    if data.get("splits_csv"):
+        manifest = apply_splits(manifest, data["splits_csv"])
+    else:
+        manifest = split_subjects(manifest, data.get("fractions"), seed=data.get("seed", 0),
+                                  stratify=data.get("stratify"))
+    return spec, manifest
+
+
+def subset(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    return manifest[manifest["split"] == split].reset_index(drop=True)
+
+
+def new_run(config: dict, run_dir: str | None = None, base: str | None = None) -> RunFolder:
+    if run_dir:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return RunFolder(path)
+    return RunFolder.create(config["task"], base=base or "models")

@@ -1,0 +1,63 @@
+"""Build a task's model, loss, metrics and optimizer from its config."""
+
+from __future__ import annotations
+
+import keras
+
+from brain_tf import losses as bt_losses
+from brain_tf import metrics as bt_metrics
+from brain_tf import schedules as bt_schedules
+from brain_tf.errors import ConfigError
+from brain_tf.models import build_model
+
+
+def _named(module, spec: dict, what: str):
+    spec = dict(spec)
+    name = spec.pop("class")
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise ConfigError(f"unknown {what} {name!r} in the task config")
+    return cls(**spec)
+
+
+def make_loss(spec):
+    """A brain_tf loss from ``{class = "SoftDiceLoss", ...}`` or a Keras loss name."""
+    if isinstance(spec, str):
+        return spec
+    return _named(bt_losses, spec, "loss")
+
+
+def make_metrics(specs: list) -> list:
+    return [s if isinstance(s, str) else _named(bt_metrics, s, "metric") for s in specs]
+
+
+def make_optimizer(spec: dict, total_steps: int | None = None):
+    spec = dict(spec)
+    name = spec.pop("name", "adam").lower()
+    lr = spec.pop("learning_rate", 1e-3)
+    schedule = spec.pop("schedule", None)
+    if schedule:
+        schedule = dict(schedule)
+        kind = schedule.pop("name")
+        if kind == "OneCycle":
+            schedule.setdefault("total_steps", total_steps)
+            lr = bt_schedules.OneCycle(max_learning_rate=lr, **schedule)
+        elif kind == "StepDecay":
+            lr = bt_schedules.StepDecay(initial_learning_rate=lr, **schedule)
+        else:
+            raise ConfigError(f"unknown learning-rate schedule {kind!r}")
+    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                  "sgd": keras.optimizers.SGD}
+    if name not in optimizers:
+        raise ConfigError(f"unknown optimizer {name!r}; choose from {sorted(optimizers)}")
+    return optimizers[name](learning_rate=lr, **spec)
+
+
+def compiled_model(config: dict, input_shape, num_outputs: int, total_steps: int | None = None):
+    model_cfg = dict(config["model"])
+    model = build_model(model_cfg.pop("name"), input_shape=tuple(input_shape),
+                        num_outputs=num_outputs, **model_cfg)
+    model.compile(optimizer=make_optimizer(config["optimizer"], total_steps),
+                  loss=make_loss(config["loss"]), metrics=make_metrics(config.get("metrics", [])),
+                  jit_compile=bool(config["training"].get("jit_compile", False)))
+    return model

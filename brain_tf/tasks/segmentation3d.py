@@ -1,0 +1,185 @@
+"""3D patch segmentation tasks: tumour (system C), tissue (A), hippocampus (B).
+
+Train on patches sampled from preprocessed subjects, pick the best epoch on the
+validation split, then predict every test subject whole with Gaussian-blended
+sliding windows and report Dice, sensitivity, specificity and HD95 (mm) per
+label. Metrics are computed on the preprocessed grid (for the tumour task that
+is the original grid).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.evaluation.segmentation import segmentation_metrics
+from brain_tf.inference import sliding_window_predict, to_label_map
+from brain_tf.io import load_modalities, save_volume
+from brain_tf.pipeline.datasets import patch_dataset
+from brain_tf.pipeline.sampling import PatchSampler
+from brain_tf.preprocess.labels import indices_to_values
+from brain_tf.preprocess.loader import ManifestLoader
+from brain_tf.preprocess.subject import preprocess_subject
+from brain_tf.tasks.base import load_manifest, new_run, subset
+from brain_tf.tasks.compile import compiled_model
+from brain_tf.training import RunFolder, SavedModelPredictor, load_keras_model, run_callbacks
+from brain_tf.training import plots
+
+
+def _loader(spec_labels: dict, rows: pd.DataFrame, config: dict) -> ManifestLoader:
+    return ManifestLoader(rows, config["preprocess"], label_values=list(spec_labels.values()))
+
+
+def _sigmoid(config) -> bool:
+    return config["model"].get("output_activation", "softmax") == "sigmoid"
+
+
+def _window(config) -> dict:
+    inf = config["inference"]
+    return {"patch_size": tuple(inf["patch_size"]), "overlap": inf.get("overlap", 0.5),
+            "tta": inf.get("tta", False), "batch_size": inf.get("batch_size", 2)}
+
+
+def _label_map(probs, config, num_classes: int) -> np.ndarray:
+    """Class indices 0..K-1 from probabilities."""
+    if _sigmoid(config):
+        return to_label_map(probs, "sigmoid", label_values=list(range(1, num_classes)),
+                            threshold=config["inference"].get("threshold", 0.5),
+                            merge=config["inference"].get("merge", "argmax"))
+    return to_label_map(probs, "softmax", label_values=list(range(num_classes)))
+
+
+def train(config: dict, run_dir: str | None = None) -> RunFolder:
+    spec, manifest = load_manifest(config)
+    run = new_run(config, run_dir)
+    config = {**config, "labels": spec.labels, "channels": spec.channel_names}
+    run.save_config(config)
+    run.save_splits(manifest)
+    train_rows, val_rows = subset(manifest, "train"), subset(manifest, "val")
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise DataError(f"{spec.path}: the split has {len(train_rows)} training and "
+                        f"{len(val_rows)} validation subjects; both need at least one")
+    tr = config["training"]
+    num_classes = len(spec.labels)
+    sampler_cfg = dict(config["sampler"])
+    patch = tuple(sampler_cfg.pop("patch_size"))
+    train_loader = _loader(spec.labels, train_rows, config)
+    first = train_loader(0)
+    common = dict(num_classes=num_classes, drop_background=_sigmoid(config),
+                  batch_size=tr["batch_size"], spacing=first.spacing)
+    train_ds = patch_dataset(train_loader, PatchSampler(patch, **sampler_cfg),
+                             augment=config.get("augment"), seed=config["data"].get("seed", 0),
+                             repeat=True, **common)
+    val_sampler = {k: v for k, v in sampler_cfg.items() if k != "patches_per_subject"}
+    val_ds = patch_dataset(_loader(spec.labels, val_rows, config),
+                           PatchSampler(patch, patches_per_subject=tr.get("val_patches", 4),
+                                        **val_sampler),
+                           augment=None, shuffle=False, seed=1234, **common).cache()
+    channels = first.image.shape[-1]
+    outputs = num_classes - 1 if _sigmoid(config) else num_classes
+    steps = tr["steps_per_epoch"]
+    model = compiled_model(config, patch + (channels,), outputs, total_steps=steps * tr["epochs"])
+    callbacks = run_callbacks(run.path, monitor=tr.get("monitor", "val_loss"),
+                              mode=tr.get("mode", "auto"), patience=tr.get("patience"),
+                              stop_at_epoch=tr.get("stop_at_epoch"))
+    model.fit(train_ds, validation_data=val_ds, epochs=tr["epochs"], steps_per_epoch=steps,
+              callbacks=callbacks, verbose=tr.get("verbose", 2))
+    run.save_model(model)
+    plots.learning_curves(run.history, run / "learning_curves.png")
+    evaluate(run.path, model=model)
+    return run
+
+
+def evaluate(run_path, model=None, root: str | None = None) -> dict:
+    """Predict every test subject whole; write per-subject CSV, metrics.json and an overlay."""
+    run = RunFolder.open(run_path)
+    config = run.load_config()
+    if root:
+        config["data"]["root"] = root
+    config["data"]["splits_csv"] = str(run / "splits.csv")
+    spec, manifest = load_manifest(config)
+    test_rows = subset(manifest, "test")
+    if len(test_rows) == 0:
+        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
+    model = model or run.load_model()
+    loader = _loader(spec.labels, test_rows, config)
+    num_classes = len(spec.labels)
+    class_names = {name: i for i, name in enumerate(spec.labels) if i > 0}
+    regions = {**class_names, **config.get("regions", {})}
+    tables = []
+    for i in range(len(loader)):
+        subject = loader(i)
+        probs = sliding_window_predict(model, subject.image, **_window(config))
+        pred = _label_map(probs, config, num_classes)
+        table = segmentation_metrics(pred, subject.label, regions, spacing=subject.spacing)
+        table.insert(0, "subject", subject.subject)
+        tables.append(table)
+        if i == 0:
+            plots.segmentation_overlay(subject.image[..., 0], pred, run / "overlay.png",
+                                       reference=subject.label, title=subject.subject)
+    per_subject = pd.concat(tables, ignore_index=True)
+    run.save_table("test_per_subject.csv", per_subject)
+    summary = per_subject.drop(columns="subject").groupby("label", sort=False).mean(numeric_only=True)
+    metrics = {"subjects": len(loader),
+               "per_label": {name: row.dropna().to_dict() for name, row in summary.iterrows()},
+               "mean_dice": float(summary["dice"].mean())}
+    run.save_json("metrics.json", metrics)
+    print(f"test split ({len(loader)} subjects): mean Dice {metrics['mean_dice']:.3f}")
+    for name, row in summary.iterrows():
+        print(f"  {name:>16}: Dice {row['dice']:.3f}  sensitivity {row['sensitivity']:.3f}  "
+              f"specificity {row['specificity']:.4f}  HD95 {row['hd95_mm']:.1f} mm")
+    return metrics
+
+
+def _load_predictor(model_path, config=None):
+    """A ``.keras`` file (with ``config``), or a run folder / its saved_model/ folder."""
+    path = Path(model_path)
+    if path.suffix == ".keras":
+        if config is None:
+            config = RunFolder.open(path.parent).load_config()
+        return load_keras_model(path), config
+    run_dir = path.parent if path.name == "saved_model" else path
+    return SavedModelPredictor(path), config or RunFolder.open(run_dir).load_config()
+
+
+def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> list[Path]:
+    """Segment NIfTI scans with a trained run; labels keep the input's grid and affine.
+
+    ``model_path`` is a run folder or its ``saved_model/`` (the exported SavedModel is
+    used) or a ``.keras`` file. Each input is one 4D file or, for several modalities,
+    a comma-separated list of 3D files in the order of the training spec's channels.
+    """
+    if uncertainty:
+        raise ConfigError("--uncertainty needs a model with MC dropout; the segmentation "
+                          "U-Nets have none (use --tta style averaging in the config instead)")
+    model, config = _load_predictor(model_path, config)
+    label_values = list(config["labels"].values())
+    out = Path(out)
+    written = []
+    for item in inputs:
+        paths = item.split(",")
+        volume = load_modalities(paths)
+        pre = preprocess_subject(volume, None, None, config["preprocess"], label_values)
+        probs = sliding_window_predict(model, pre.image, **_window(config))
+        indices = _label_map(probs, config, len(label_values))
+        if indices.shape != volume.shape[:3] or not np.allclose(pre.affine, volume.affine):
+            indices, _ = _back_to_input(indices, pre.affine, volume)
+        labels = indices_to_values(indices, label_values)
+        name = Path(paths[0]).name.split(".nii")[0]
+        written.append(save_volume(labels, out / f"{name}_seg.nii.gz", affine=volume.affine,
+                                   header=volume.header))
+        print(f"{paths[0]} -> {written[-1]}")
+    return written
+
+
+def _back_to_input(indices, affine, volume):
+    """Nearest-neighbour resampling of a label map onto the input volume's grid."""
+    import scipy.ndimage as ndi
+
+    matrix = np.linalg.inv(affine) @ volume.affine
+    out = ndi.affine_transform(indices, matrix[:3, :3], offset=matrix[:3, 3],
+                               output_shape=volume.shape[:3], order=0, mode="constant", cval=0)
+    return out, volume.affine

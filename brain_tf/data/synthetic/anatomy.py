@@ -197,7 +197,9 @@ def _cortex(anat: Anatomy, frame: Frame, u, d_icv) -> np.ndarray:
     cleft = np.where(sheet < 0, np.where(below > 0, below, sheet),
                      np.sqrt(sheet * sheet + below * below))
     dist = np.minimum(depth - np.float32(anat.csf), cleft)
-    fissure = (u[2] > 18 * s) | (np.abs(u[1]) > 45 * s)
+    # the fissure reaches down to an arch over the corpus callosum (20 mm above the
+    # centre) that falls away towards the frontal and occipital poles
+    fissure = u[2] > np.float32(20 * s) - np.float32(0.02 / s) * u[1] * u[1]
     dist = np.where(fissure, np.minimum(dist, np.abs(u[0]) - np.float32(anat.fissure)), dist)
     gm = anat.gm * (1 + 0.15 * anat.fields["thickness"].sample(frame.axes))
     return np.where(dist < 0, CSF, np.where(dist < gm, GM, WM)).astype(np.uint8)

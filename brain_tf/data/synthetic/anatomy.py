@@ -71,7 +71,17 @@ def age_units(age: float) -> float:
 
 @dataclass
 class Anatomy:
-    """The random draw behind one head; render it on any grid with :func:`render_anatomy`."""
+    """The random draw behind one head; render it on any grid with :func:`render_anatomy`.
+
+    Lengths are mm: ``icv`` the ICV semi-axes; ``skull``, ``scalp`` (skin and
+    muscle) and ``fat`` layer thicknesses; ``csf`` the subarachnoid layer;
+    ``gm`` the cortical ribbon; ``sulcus_width`` the half-width of a sulcus
+    and ``sulcus_depth`` its depth; ``fissure`` the half-width of the
+    interhemispheric fissure. ``scale`` and ``face`` are linear size factors
+    of brain and face, ``ventricles`` and ``hippocampus`` those of these
+    structures; ``wm_change`` the weight of periventricular white-matter
+    change. ``rotation`` and ``shift`` are the head pose.
+    """
 
     age: float
     sex: str

@@ -1,0 +1,273 @@
+"""tf.data pipelines yielding ``(x, y)`` batches for ``model.fit``.
+
+* :func:`patch_dataset` - segmentation patches (systems A, B, C): subjects are
+  loaded in parallel, each gives several patches (:class:`PatchSampler`),
+  patches are cut with a margin, augmented, one-hot encoded, shuffled, batched.
+* :func:`volume_dataset` - whole volumes with a scalar or dict target
+  (age regression, sex classification; systems A and B).
+* :func:`slice_dataset` - 2D slices with a mask, a class index or a dict of
+  targets for multi-head models (systems D and E).
+
+Randomness is stateless: the subject order comes from a seeded shuffle and
+every sample gets its own seed from a seeded stream, so a pipeline built with
+the same seed yields the same batches (and each epoch differs from the last).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.pipeline.augment2d import Augment2D
+from brain_tf.pipeline.augment3d import Augment3D
+from brain_tf.pipeline.sampling import PatchSampler, cut_patch
+from brain_tf.pipeline.sources import Source
+from brain_tf.pipeline.spatial3d import pad_for_warp
+from brain_tf.preprocess.normalise import IMAGENET_MEAN, IMAGENET_STD
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def one_hot_labels(label, num_classes: int, drop_background: bool = False):
+    """Class indices (..., ) to float32 one-hot (..., K), or (..., K-1) without class 0."""
+    classes = tf.range(1 if drop_background else 0, num_classes, dtype=tf.int32)
+    return tf.cast(tf.equal(tf.cast(label, tf.int32)[..., None], classes), tf.float32)
+
+
+def _indexed_seeds(n: int, shuffle: bool, seed: int, repeat: bool):
+    """(index, seed pair) elements: a seeded (re)shuffle of 0..n-1 with a seed per element."""
+    index = tf.data.Dataset.range(n)
+    if shuffle:
+        index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        index = index.repeat()
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((index, seeds))
+
+
+def _make_augment3d(augment, spacing) -> Augment3D | None:
+    if augment is None or isinstance(augment, Augment3D):
+        return None if augment is not None and augment.is_identity else augment
+    aug = Augment3D(augment, spacing=spacing)
+    return None if aug.is_identity else aug
+
+
+def _finish(ds, shuffle_buffer: int, seed: int, batch_size: int, drop_remainder: bool,
+            prefetch: int):
+    if shuffle_buffer and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    if batch_size:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(prefetch)
+
+
+def patch_dataset(
+    subjects,
+    sampler: PatchSampler,
+    num_classes: int,
+    augment: str | Mapping[str, Any] | Augment3D | None = None,
+    drop_background: bool = False,
+    batch_size: int = 2,
+    shuffle: bool = True,
+    shuffle_buffer: int = 16,
+    seed: int = 0,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    length: int | None = None,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    num_parallel_calls: int = AUTOTUNE,
+    load_parallel_calls: int = 2,
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+    """Segmentation patches ``(x (b, px, py, pz, c), y (b, px, py, pz, K))``.
+
+    Args:
+        subjects: list of subjects or a ``loader(i)`` (see :class:`Source`), with labels.
+        sampler: where patches are cut; its ``stats`` count fallbacks.
+        num_classes: K, the number of classes in the label maps (with background).
+        augment: preset name, config dict or :class:`Augment3D` (None: no augmentation).
+        drop_background: leave out the class-0 channel of ``y`` (sigmoid outputs, system C).
+        shuffle: shuffle the subject order each epoch; ``shuffle_buffer`` patches are mixed.
+        seed: makes the whole stream reproducible.
+        spacing: voxel size in mm (for the augmentation's mm ranges).
+        length: the number of subjects when ``subjects`` is a loader without ``len``.
+        repeat: repeat forever (use with ``steps_per_epoch``).
+    """
+    source = Source.wrap(subjects, length=length, spatial_dims=3)
+    if not source.has_labels:
+        raise DataError(f"{source.name(0)}: patch datasets need label maps")
+    aug = _make_augment3d(augment, spacing)
+    patch = list(sampler.patch_shape)
+    margin = list(aug.margin(patch)) if aug is not None else [0, 0, 0]
+    crop = [p + 2 * m for p, m in zip(patch, margin)]
+    k = sampler.patches_per_subject
+
+    def load(index, pair):
+        image, label = source.tf_load(index, with_label=True)
+        corners = sampler.corners(label, pair)
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(pair, 1), k)
+        return image, label, corners, seeds
+
+    def expand(image, label, corners, seeds):
+        shared = tf.data.Dataset.from_tensors((image, label)).repeat(k)
+        return tf.data.Dataset.zip((shared, tf.data.Dataset.from_tensor_slices((corners, seeds))))
+
+    def transform(params, x, y):
+        if aug is not None:
+            x, y = aug.apply(params, x, y, patch)
+        return x, one_hot_labels(y, num_classes, drop_background)
+
+    # one compiled function per patch: warp, intensity and one-hot fused by XLA
+    compiled = tf.function(transform, jit_compile=bool(aug.config["jit"]) if aug else True)
+
+    def make_patch(shared, per_patch):
+        (image, label), (corner, pair) = shared, per_patch
+        start = corner - tf.constant(margin, tf.int32)
+        params = aug.sample(pair) if aug is not None else {}
+        return compiled(params, cut_patch(image, start, crop), cut_patch(label, start, crop))
+
+    ds = _indexed_seeds(len(source), shuffle, seed, repeat)
+    ds = ds.map(load, num_parallel_calls=load_parallel_calls)
+    ds = ds.flat_map(expand)
+    ds = ds.map(make_patch, num_parallel_calls=num_parallel_calls)
+    return _finish(ds, shuffle_buffer if shuffle else 0, seed, batch_size, drop_remainder, prefetch)
+
+
+def _targets_tensor(values, n: int, name: str):
+    array = np.asarray(values)
+    if array.shape[:1] != (n,):
+        raise DataError(f"target {name!r} has {array.shape[:1]} values for {n} subjects")
+    if array.dtype.kind in "fc":
+        if not np.all(np.isfinite(array)):
+            raise DataError(f"target {name!r} has missing (NaN) values; drop those subjects")
+        return tf.constant(array.astype(np.float32))
+    if array.dtype.kind in "iub":
+        return tf.constant(array.astype(np.int32))
+    raise DataError(f"target {name!r} must be numbers (encode classes as 0..K-1), "
+                    f"got {array.dtype}")
+
+
+def _targets(targets, n: int):
+    """A function index -> y for a sequence or a dict of sequences (multi-head)."""
+    if targets is None:
+        return None
+    if isinstance(targets, Mapping):
+        tables = {k: _targets_tensor(v, n, k) for k, v in targets.items()}
+        return lambda i: {k: tf.gather(t, i) for k, t in tables.items()}
+    table = _targets_tensor(targets, n, "y")
+    return lambda i: tf.gather(table, i)
+
+
+def volume_dataset(
+    subjects,
+    targets,
+    augment: str | Mapping[str, Any] | Augment3D | None = None,
+    batch_size: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    length: int | None = None,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    num_parallel_calls: int = AUTOTUNE,
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+    """Whole volumes ``(x (b, X, Y, Z, c), y)`` for regression or classification.
+
+    ``targets`` is a sequence aligned with ``subjects`` (float ages, integer
+    class indices) or a dict of them (a dict ``y`` for multi-head models).
+    All volumes must share one grid (preprocess with a fixed ``shape``).
+    Augmented volumes are zero outside the original field of view.
+    """
+    source = Source.wrap(subjects, length=length, spatial_dims=3)
+    shape = list(source.first()[0].shape[:3])
+    target = _targets(targets, len(source))
+    if target is None:
+        raise DataError("volume_dataset needs targets (ages, class indices or a dict of them)")
+    aug = _make_augment3d(augment, spacing)
+    margin = list(aug.margin(shape)) if aug is not None else [0, 0, 0]
+
+    def load(index, pair):
+        x, _ = source.tf_load(index, with_label=False, spatial_shape=shape)
+        if aug is not None:
+            x, _ = aug(pad_for_warp(x, margin), None, pair, out_shape=shape)
+        return x, target(index)
+
+    ds = _indexed_seeds(len(source), shuffle, seed, repeat)
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls)
+    return _finish(ds, 0, seed, batch_size, drop_remainder, prefetch)
+
+
+def imagenet_normalise(image):
+    """(x - ImageNet mean) / ImageNet std for RGB images in [0, 1] (TF op)."""
+    return (image - tf.constant(IMAGENET_MEAN, tf.float32)) / tf.constant(IMAGENET_STD, tf.float32)
+
+
+def slice_dataset(
+    images,
+    masks=None,
+    targets=None,
+    num_classes: int | None = None,
+    augment: str | Mapping[str, Any] | Augment2D | None = None,
+    normalise: str | None = None,
+    drop_background: bool = False,
+    batch_size: int = 16,
+    shuffle: bool = True,
+    seed: int = 0,
+    length: int | None = None,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    num_parallel_calls: int = AUTOTUNE,
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+    """2D slices ``(x (b, rows, cols, c), y)`` for segmentation or classification.
+
+    Args:
+        images: (N, rows, cols[, c]) array, list of slices or ``(image, mask)``
+            pairs, or a ``loader(i)`` (see :class:`Source`).
+        masks: class-index masks aligned with ``images`` (when not given in pairs);
+            ``y`` is then one-hot with ``num_classes`` channels (``drop_background``
+            leaves class 0 out).
+        targets: class indices or a dict of them (``{"perspective": ..., "sequence": ...}``)
+            when ``y`` is not a mask.
+        augment: preset name (``"lgg"``, ``"tcga_gbm"``), config dict or :class:`Augment2D`.
+        normalise: ``"imagenet"`` to apply ImageNet mean/std after augmentation
+            (images in [0, 1]), or None.
+    """
+    if masks is not None:
+        if callable(images):
+            raise DataError("with a loader, return (image, mask) pairs instead of passing masks")
+        if len(masks) != len(images):
+            raise DataError(f"{len(masks)} masks for {len(images)} images")
+        images = [(images[i], masks[i]) for i in range(len(images))]
+    source = Source.wrap(images, length=length, spatial_dims=2)
+    shape = list(source.first()[0].shape[:2])
+    segmentation = source.has_labels
+    if segmentation and not num_classes:
+        raise ConfigError("slice_dataset with masks needs num_classes")
+    if not segmentation and targets is None:
+        raise DataError("slice_dataset needs masks or targets")
+    target = _targets(targets, len(source)) if not segmentation else None
+    if augment is not None and not isinstance(augment, Augment2D):
+        augment = Augment2D(augment)
+    aug = None if augment is None or augment.is_identity else augment
+    if normalise not in (None, "imagenet"):
+        raise ConfigError(f"slice_dataset normalise must be 'imagenet' or None, not {normalise!r}")
+
+    def load(index, pair):
+        x, mask = source.tf_load(index, with_label=segmentation, spatial_shape=shape)
+        if aug is not None:
+            x, mask = aug(x, mask, pair)
+        if normalise == "imagenet":
+            x = imagenet_normalise(x)
+        if segmentation:
+            return x, one_hot_labels(mask, num_classes, drop_background)
+        return x, target(index)
+
+    ds = _indexed_seeds(len(source), shuffle, seed, repeat)
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls)
+    return _finish(ds, 0, seed, batch_size, drop_remainder, prefetch)

@@ -1,0 +1,33 @@
+"""Deterministic per-subject preprocessing (numpy/scipy/scikit-image).
+
+Resample onto a target spacing or grid with the centres aligned, crop or pad,
+mask, normalise with a named scheme, map label values to class indices; an
+HDF5 cache of the results; a loader that streams a manifest's subjects.
+"""
+
+from brain_tf.preprocess.brain_mask import simple_brain_mask
+from brain_tf.preprocess.cache import PreprocessCache
+from brain_tf.preprocess.labels import indices_to_values, values_to_indices
+from brain_tf.preprocess.loader import ManifestLoader
+from brain_tf.preprocess.normalise import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NORMALISERS,
+    normalise,
+    register_normaliser,
+)
+from brain_tf.preprocess.resample import crop_start, resample, target_grid, window
+from brain_tf.preprocess.slices import preprocess_slice, to_unit_float
+from brain_tf.preprocess.subject import (
+    Preprocessed,
+    check_config,
+    config_hash,
+    preprocess_subject,
+)
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "ManifestLoader", "NORMALISERS", "Preprocessed",
+    "PreprocessCache", "check_config", "config_hash", "crop_start", "indices_to_values",
+    "normalise", "preprocess_slice", "preprocess_subject", "register_normaliser", "resample",
+    "simple_brain_mask", "target_grid", "to_unit_float", "values_to_indices", "window",
+]

@@ -1,0 +1,76 @@
+"""Preprocessing of 2D slices (systems D and E): scale, resize, normalise, map labels."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import skimage.transform
+
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.preprocess.labels import values_to_indices
+from brain_tf.preprocess.normalise import normalise
+
+SLICE_DEFAULTS: dict[str, Any] = {
+    "shape": None,  # [rows, cols] to resize to
+    "rgb": False,  # repeat a grey image to 3 channels (ImageNet backbones)
+    "normalise": "none",  # e.g. "imagenet"; often left to the pipeline instead
+    "normalise_options": {},
+    "labels": None,  # mask values in class order, e.g. [0, 255]
+}
+
+
+def to_unit_float(image: np.ndarray) -> np.ndarray:
+    """Integer images to float32 in [0, 1] (divided by the type's maximum)."""
+    image = np.asarray(image)
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    if image.dtype.kind in "ui":
+        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+    return image.astype(np.float32)
+
+
+def preprocess_slice(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    config: Mapping[str, Any] | None = None,
+    label_values: Sequence[int] | None = None,
+    where: str = "slice",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One 2D slice to float32 (rows, cols, c) and its mask to class indices (uint8).
+
+    See :data:`SLICE_DEFAULTS` for the config keys.
+    """
+    config = dict(config or {})
+    unknown = set(config) - set(SLICE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"slice preprocessing config: unknown keys {sorted(unknown)}; "
+                          f"valid keys are {sorted(SLICE_DEFAULTS)}")
+    cfg = {**SLICE_DEFAULTS, **config}
+    x = to_unit_float(image)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3:
+        raise DataError(f"{where}: expected a 2D image (rows, cols[, c]), got shape {x.shape}")
+    if x.shape[-1] == 4:
+        x = x[..., :3]  # drop an alpha channel
+    if cfg["rgb"] and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    m = None if mask is None else np.asarray(mask)
+    if m is not None and m.ndim == 3:
+        m = m[..., 0]  # masks stored as RGB: all channels equal
+    if m is not None and m.shape != x.shape[:2]:
+        raise DataError(f"{where}: mask shape {m.shape} differs from image {x.shape[:2]}")
+    if cfg["shape"] is not None:
+        shape = tuple(int(s) for s in cfg["shape"])
+        if shape != x.shape[:2]:
+            x = skimage.transform.resize(x, shape + x.shape[2:], order=1, anti_aliasing=True,
+                                         preserve_range=True).astype(np.float32)
+            if m is not None:
+                m = skimage.transform.resize(m, shape, order=0, anti_aliasing=False,
+                                             preserve_range=True).astype(m.dtype)
+    x = normalise(x, cfg["normalise"], where=where, **cfg["normalise_options"])
+    values = cfg["labels"] if cfg["labels"] is not None else label_values
+    if m is not None:
+        m = values_to_indices(m, values, where=where)
+    return x.astype(np.float32), m

@@ -133,6 +133,8 @@ def patch_dataset(
     ds = _indexed_seeds(len(source), shuffle, seed, repeat)
     ds = ds.map(load, num_parallel_calls=load_parallel_calls)
     ds = ds.flat_map(expand)
+    if not repeat:  # flat_map hides the size; Keras shows progress and stops cleanly with it
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(source) * k))
     ds = ds.map(make_patch, num_parallel_calls=num_parallel_calls)
     return _finish(ds, shuffle_buffer if shuffle else 0, seed, batch_size, drop_remainder, prefetch)
 

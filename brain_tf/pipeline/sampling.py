@@ -221,8 +221,8 @@ class PatchSampler:
                                 tf.maximum(size - 1, 0))
             pick = tf.gather(starts, cls) + offset
             available = tf.fill([k], tf.reduce_sum(probs) > 0)
-        voxel = tf.gather(index, tf.minimum(pick, tf.maximum(n - 1, 0)))
-        voxel = tf.where(n > 0, voxel, 0)
+        padded = tf.concat([index, [0]], 0)  # a subject without such voxels reads the 0
+        voxel = tf.gather(padded, tf.minimum(pick, n))
         centre = tf.stack([voxel // (shape[1] * shape[2]), (voxel // shape[2]) % shape[1],
                            voxel % shape[2]], axis=1)
         lo, hi = self._ranges(shape)

@@ -44,47 +44,50 @@ def test_warp_moves_image_and_label_identically():
                      "translation_mm": [2, 2, 1], "elastic_mm": 2.0, "elastic_points": 5,
                      "flip_axes": [0, 1, 2]}, spacing=(1.0, 1.0, 1.5))
     out_shape = (10, 8, 6)
-    margin = aug.margin(out_shape)
-    crop = tuple(o + 2 * m for o, m in zip(out_shape, margin))
-    assert all(c <= s for c, s in zip(crop, shape))
-    src = image[:crop[0], :crop[1], :crop[2]]
-    src_label = label[:crop[0], :crop[1], :crop[2]]
+    centre = tf.constant([13.0, 12.5, 8.5])  # a patch well inside the volume
     for seed in range(5):
         params = aug.sample(tf.constant([seed, 9], tf.int64))
         assert bool(params["affine"]) and bool(params["elastic"])
-        out, lab = aug.apply(params, tf.constant(src), tf.constant(src_label), out_shape)
+        out, lab = aug.apply(params, tf.constant(image), tf.constant(label), out_shape, centre)
         where = out.numpy()  # trilinear reproduces the coordinates it read from
-        assert where.min() >= 0 and (where.max(axis=(0, 1, 2)) <= np.array(crop) - 1).all()
+        assert where.min() > 0 and (where.max(axis=(0, 1, 2)) < np.array(shape) - 1).all()
+        assert np.abs(where.mean(axis=(0, 1, 2)) - centre.numpy()).max() < 2.5
         nearest = np.floor(where + 0.5).astype(int)
-        expected = src_label[nearest[..., 0], nearest[..., 1], nearest[..., 2]]
+        expected = label[nearest[..., 0], nearest[..., 1], nearest[..., 2]]
         # rounding can differ only where a coordinate is within float error of .5
         assert (lab.numpy() == expected).mean() > 0.999
 
 
-def test_margin_is_enough_for_every_draw():
-    out_shape = (16, 16, 4)
-    aug = Augment3D({"rotation_deg": 10, "scale": [0.8, 1.2], "translation_mm": 3})
-    margin = np.array(aug.margin(out_shape))
-    crop = np.array(out_shape) + 2 * margin
-    for seed in range(20):
-        p = aug.sample(tf.constant([seed, 1], tf.int64))
-        matrix = sp.affine_matrix(p["angles"], tf.fill([3], p["scale"]), p["flips"], (1, 1, 1))
-        offset = (crop - 1) / 2 + p["translation_mm"].numpy()
-        pos = np.stack([c.numpy() for c in sp.source_positions(matrix, offset, out_shape)], -1)
-        assert pos.min() >= 0 and (pos.max(axis=(0, 1, 2)) <= crop - 1).all()
+def test_outside_the_source_reads_zero():
+    image, label = coordinate_volume((6, 6, 6))
+    image += 1.0
+    matrix = np.eye(3, dtype=np.float32)
+    out, lab = sp.warp3d(tf.constant(image), matrix, [4.0, 2.5, 2.5], (6, 6, 6),
+                         tf.constant(label + 1))
+    out, lab = out.numpy(), lab.numpy()
+    # output x index i reads source x = i - 2.5 + 4 = i + 1.5: i = 4 reads 5.5, outside
+    np.testing.assert_array_equal(out[4:], 0)
+    np.testing.assert_array_equal(lab[4:], 0)
+    np.testing.assert_allclose(out[:3, :, :, 0], image[1:4, :, :, 0] + 0.5, atol=1e-5)
+    assert (lab[:4] > 0).all()
 
 
-def test_identity_parameters_are_a_centre_crop_and_flips_are_exact():
+def test_identity_warp_is_exact_and_flip_only_configs_do_not_warp():
     rng = np.random.default_rng(1)
     volume = rng.normal(size=(8, 8, 6, 2)).astype(np.float32)
     label = rng.integers(0, 3, (8, 8, 6)).astype(np.uint8)
+    out, lab = sp.warp3d(tf.constant(volume), np.eye(3, dtype=np.float32), [3.5, 3.5, 2.5],
+                         (8, 8, 6), tf.constant(label))
+    np.testing.assert_array_equal(out.numpy(), volume)
+    np.testing.assert_array_equal(lab.numpy(), label)
     aug = Augment3D({"flip_axes": [0, 2], "flip_p": 1.0})
-    assert aug.margin((4, 4, 4)) == (0, 0, 0)
-    out, lab = aug(tf.constant(volume[2:6, 2:6, 1:5]), tf.constant(label[2:6, 2:6, 1:5]),
-                   seed=(0, 0))
-    np.testing.assert_array_equal(out.numpy(), volume[2:6, 2:6, 1:5][::-1, :, ::-1])
-    np.testing.assert_array_equal(lab.numpy(), label[2:6, 2:6, 1:5][::-1, :, ::-1])
+    assert not aug.warps
+    out, lab = aug(tf.constant(volume), tf.constant(label), seed=(0, 0))
+    np.testing.assert_array_equal(out.numpy(), volume[::-1, :, ::-1])
+    np.testing.assert_array_equal(lab.numpy(), label[::-1, :, ::-1])
     assert Augment3D("none").is_identity and not Augment3D("brats").is_identity
+    with pytest.raises(ConfigError):
+        aug.apply(aug.sample([0, 0]), tf.constant(volume), out_shape=(4, 4, 4))
 
 
 def test_sampling_is_deterministic_and_streams_are_independent():

@@ -1,8 +1,9 @@
 """tf.data pipelines yielding ``(x, y)`` batches for ``model.fit``.
 
 * :func:`patch_dataset` - segmentation patches (systems A, B, C): subjects are
-  loaded in parallel, each gives several patches (:class:`PatchSampler`),
-  patches are cut with a margin, augmented, one-hot encoded, shuffled, batched.
+  loaded in parallel, each gives several patches (:class:`PatchSampler`); a
+  patch is warped straight out of the subject (or cut when not augmented),
+  one-hot encoded in the same compiled function, then shuffled and batched.
 * :func:`volume_dataset` - whole volumes with a scalar or dict target
   (age regression, sex classification; systems A and B).
 * :func:`slice_dataset` - 2D slices with a mask, a class index or a dict of
@@ -25,7 +26,6 @@ from brain_tf.pipeline.augment2d import Augment2D
 from brain_tf.pipeline.augment3d import Augment3D
 from brain_tf.pipeline.sampling import PatchSampler, cut_patch
 from brain_tf.pipeline.sources import Source
-from brain_tf.pipeline.spatial3d import pad_for_warp
 from brain_tf.preprocess.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -101,8 +101,7 @@ def patch_dataset(
         raise DataError(f"{source.name(0)}: patch datasets need label maps")
     aug = _make_augment3d(augment, spacing)
     patch = list(sampler.patch_shape)
-    margin = list(aug.margin(patch)) if aug is not None else [0, 0, 0]
-    crop = [p + 2 * m for p, m in zip(patch, margin)]
+    warps = aug is not None and aug.warps
     k = sampler.patches_per_subject
 
     def load(index, pair):
@@ -116,19 +115,23 @@ def patch_dataset(
         shared = tf.data.Dataset.from_tensors((image, label)).repeat(k)
         return tf.data.Dataset.zip((shared, tf.data.Dataset.from_tensor_slices((corners, seeds))))
 
-    def transform(params, x, y):
+    def transform(params, x, y, centre):
         if aug is not None:
-            x, y = aug.apply(params, x, y, patch)
+            x, y = aug.apply(params, x, y, patch, centre)
         return x, one_hot_labels(y, num_classes, drop_background)
 
-    # one compiled function per patch: warp, intensity and one-hot fused by XLA
+    # one compiled function per patch: warp (or cut), intensity and one-hot fused by XLA;
+    # a warp reads the whole subject, so XLA compiles once per distinct subject shape
     compiled = tf.function(transform, jit_compile=bool(aug.config["jit"]) if aug else True)
+    half = tf.constant([(n - 1) / 2.0 for n in patch], tf.float32)
 
     def make_patch(shared, per_patch):
         (image, label), (corner, pair) = shared, per_patch
-        start = corner - tf.constant(margin, tf.int32)
         params = aug.sample(pair) if aug is not None else {}
-        return compiled(params, cut_patch(image, start, crop), cut_patch(label, start, crop))
+        if warps:
+            return compiled(params, image, label, tf.cast(corner, tf.float32) + half)
+        return compiled(params, cut_patch(image, corner, patch), cut_patch(label, corner, patch),
+                        half)
 
     ds = _indexed_seeds(len(source), shuffle, seed, repeat)
     ds = ds.map(load, num_parallel_calls=load_parallel_calls)
@@ -191,12 +194,11 @@ def volume_dataset(
     if target is None:
         raise DataError("volume_dataset needs targets (ages, class indices or a dict of them)")
     aug = _make_augment3d(augment, spacing)
-    margin = list(aug.margin(shape)) if aug is not None else [0, 0, 0]
 
     def load(index, pair):
         x, _ = source.tf_load(index, with_label=False, spatial_shape=shape)
         if aug is not None:
-            x, _ = aug(pad_for_warp(x, margin), None, pair, out_shape=shape)
+            x, _ = aug(x, None, pair)
         return x, target(index)
 
     ds = _indexed_seeds(len(source), shuffle, seed, repeat)

@@ -69,7 +69,7 @@ DEFAULTS_2D: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {"dims": 3},
-    # C: BraTS tumour patches. Flips and a small affine cut from a margin; gamma, noise.
+    # C: BraTS tumour patches: flips, a small rotation/zoom, gamma, noise.
     "brats": {"dims": 3, "flip_axes": [0, 1, 2], "rotation_deg": [5.0, 5.0, 5.0],
               "scale": [0.9, 1.1], "gamma": [0.7, 1.5], "gamma_p": 0.5,
               "noise_std": [0.0, 0.1], "noise_p": 0.5},

@@ -4,8 +4,9 @@ A :class:`Source` turns either form into ``load(index) -> (image, label)``
 with float32 channels-last images and uint8 label maps (or ``None``), so the
 tf.data pipelines never care whether data sit in memory, on disk or in the
 HDF5 cache. Arrays are handed to TF 64-byte aligned, which lets
-``tf.numpy_function`` wrap them without a copy; items held in memory are
-aligned once, on first use.
+``tf.numpy_function`` wrap them without a copy (an unaligned array is copied
+once per load; :func:`brain_tf.preprocess.preprocess_subject` and the HDF5
+cache already return aligned arrays).
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ class Source:
         self.spatial_dims = spatial_dims
         self.names = list(names) if names is not None else None
         self._first: tuple | None = None
-        self._aligned: dict[int, tuple] = {}
 
     @classmethod
     def wrap(cls, subjects, length: int | None = None, spatial_dims: int = 3) -> "Source":
@@ -86,8 +86,6 @@ class Source:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """``(image float32 (..., c), label uint8 or None)`` of item ``index``."""
         index = int(index)
-        if index in self._aligned:
-            return self._aligned[index]
         item = self.items[index] if self.items is not None else self.loader(index)
         image, label = _split(item)
         image = as_aligned(image, np.float32)
@@ -108,8 +106,6 @@ class Source:
                 raise DataError(f"{self.name(index)}: labels must be class indices 0..255 "
                                 "(map values with brain_tf.preprocess.values_to_indices)")
             label = as_aligned(label, np.uint8)
-        if self.items is not None:
-            self._aligned[index] = (image, label)  # in memory: align once, then zero-copy
         return image, label
 
     def first(self) -> tuple[np.ndarray, np.ndarray | None]:

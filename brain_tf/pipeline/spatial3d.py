@@ -8,9 +8,9 @@ where ``c_out`` is the output grid's centre, ``offset`` the source position of
 that centre and ``displacement`` an optional dense field (elastic). Images are
 sampled trilinearly with one ``tf.gather`` per corner on the flattened
 source and linear voxel indices (much faster on CPU than ``gather_nd``);
-labels with nearest neighbour at the same positions. Positions outside the
-source take the edge value: pad the source first (the samplers cut patches
-with a margin, :func:`pad_for_warp` adds a zero border to whole volumes).
+labels with nearest neighbour at the same positions; positions outside the
+source read 0. A training patch is warped straight out of the whole subject
+(``offset`` is the patch centre), so nothing is cut or padded first.
 """
 
 from __future__ import annotations
@@ -81,56 +81,52 @@ def warp3d(image, matrix, offset, out_shape: Sequence[int], label=None, displace
 
     See the module docstring for the mapping; returns ``(image, label)``
     (``label`` is ``None`` when not given). Trilinear for the image, nearest
-    neighbour for the label, both at the same source positions.
+    neighbour for the label, both at the same source positions. Positions
+    more than half a voxel outside the source read 0 (image and label); the
+    source's size may be unknown until run time.
     """
     out_shape = [int(n) for n in out_shape]
-    src = image.shape
-    nx, ny, nz = int(src[0]), int(src[1]), int(src[2])
-    channels = int(src[3])
+    size = tf.shape(image, out_type=tf.int32)
+    nx, ny, nz = size[0], size[1], size[2]
+    fx_max, fy_max, fz_max = (tf.cast(n - 1, tf.float32) for n in (nx, ny, nz))
+    channels = int(image.shape[-1])
     matrix = tf.cast(matrix, tf.float32)
     offset = tf.cast(offset, tf.float32)
     cx, cy, cz = source_positions(matrix, offset, out_shape, displacement)
-    cx = tf.clip_by_value(cx, 0.0, nx - 1.0)
-    cy = tf.clip_by_value(cy, 0.0, ny - 1.0)
-    cz = tf.clip_by_value(cz, 0.0, nz - 1.0)
+    inside = ((cx > -0.5) & (cx < fx_max + 0.5) & (cy > -0.5) & (cy < fy_max + 0.5)
+              & (cz > -0.5) & (cz < fz_max + 0.5))
+    cx = tf.clip_by_value(cx, 0.0, fx_max)
+    cy = tf.clip_by_value(cy, 0.0, fy_max)
+    cz = tf.clip_by_value(cz, 0.0, fz_max)
     # lower corner, kept one below the last index so the upper corner is valid
-    x0 = tf.minimum(tf.floor(cx), max(nx - 2, 0))
-    y0 = tf.minimum(tf.floor(cy), max(ny - 2, 0))
-    z0 = tf.minimum(tf.floor(cz), max(nz - 2, 0))
+    x0 = tf.minimum(tf.floor(cx), tf.maximum(fx_max - 1.0, 0.0))
+    y0 = tf.minimum(tf.floor(cy), tf.maximum(fy_max - 1.0, 0.0))
+    z0 = tf.minimum(tf.floor(cz), tf.maximum(fz_max - 1.0, 0.0))
     fx, fy, fz = (cx - x0)[..., None], (cy - y0)[..., None], (cz - z0)[..., None]
-    sx, sy, sz = ny * nz if nx > 1 else 0, nz if ny > 1 else 0, 1 if nz > 1 else 0
-    base = (tf.cast(x0, tf.int32) * (ny * nz) + tf.cast(y0, tf.int32) * nz
-            + tf.cast(z0, tf.int32))
+    # index steps to the upper neighbours (0 along an axis of size 1)
+    sx = ny * nz * tf.minimum(nx - 1, 1)
+    sy = nz * tf.minimum(ny - 1, 1)
+    sz = tf.minimum(nz - 1, 1)
+    base = tf.cast(x0, tf.int32) * (ny * nz) + tf.cast(y0, tf.int32) * nz + tf.cast(z0, tf.int32)
     flat = tf.reshape(image, (-1, channels))
 
+    gx, gy, gz = 1.0 - fx, 1.0 - fy, 1.0 - fz  # (1 - f) a + f b: exact at f = 0 and f = 1
+
     def lerp_z(step):
-        low = tf.gather(flat, base + step)
-        return low + fz * (tf.gather(flat, base + step + sz) - low)
+        return gz * tf.gather(flat, base + step) + fz * tf.gather(flat, base + step + sz)
 
     c00, c01, c10, c11 = lerp_z(0), lerp_z(sy), lerp_z(sx), lerp_z(sx + sy)
-    c0 = c00 + fy * (c01 - c00)
-    c1 = c10 + fy * (c11 - c10)
-    warped = c0 + fx * (c1 - c0)
+    c0 = gy * c00 + fy * c01
+    c1 = gy * c10 + fy * c11
+    warped = (gx * c0 + fx * c1) * tf.cast(inside, tf.float32)[..., None]
     warped_label = None
     if label is not None:
         index = (tf.cast(tf.floor(cx + 0.5), tf.int32) * (ny * nz)
                  + tf.cast(tf.floor(cy + 0.5), tf.int32) * nz
                  + tf.cast(tf.floor(cz + 0.5), tf.int32))
         warped_label = tf.gather(tf.reshape(label, (-1,)), index)
+        warped_label = tf.where(inside, warped_label, tf.zeros_like(warped_label))
     return warped, warped_label
-
-
-def centre_crop(volume, out_shape: Sequence[int]):
-    """The centred ``out_shape`` box of ``volume`` (the identity warp, without the gather)."""
-    start = [(int(n) - int(m)) // 2 for n, m in zip(volume.shape[:3], out_shape)]
-    return volume[start[0]:start[0] + out_shape[0], start[1]:start[1] + out_shape[1],
-                  start[2]:start[2] + out_shape[2]]
-
-
-def pad_for_warp(volume, pad: Sequence[int]):
-    """Zero-pad the three spatial axes by ``pad`` voxels on each side."""
-    paddings = [[int(p), int(p)] for p in pad] + [[0, 0]] * (len(volume.shape) - 3)
-    return tf.pad(volume, paddings)
 
 
 def bspline_matrix(n_out: int, n_control: int) -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.io import Volume
+from brain_tf.preprocess.aligned import as_aligned
 from brain_tf.preprocess.brain_mask import simple_brain_mask
 from brain_tf.preprocess.labels import values_to_indices
 from brain_tf.preprocess.normalise import NORMALISERS, normalise
@@ -170,8 +171,8 @@ def preprocess_subject(
     if lab is not None:
         lab = values_to_indices(lab, values, where=label.path or where)
     return Preprocessed(
-        image=np.ascontiguousarray(img, dtype=np.float32),
-        label=lab,
+        image=as_aligned(img, np.float32),  # aligned: TF wraps it without copying
+        label=None if lab is None else as_aligned(lab),
         mask=None if msk is None else msk.astype(bool),
         affine=affine,
         spacing=tuple(float(s) for s in spacing),

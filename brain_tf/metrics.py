@@ -9,9 +9,9 @@ Predictions are binarised by an explicit ``output_activation``:
 The metrics accumulate per-class voxel counts over every batch since the
 last ``reset_state()`` (so an epoch's value is computed on all its voxels,
 not averaged over batches) and report one class (``class_id``) or the mean
-over classes. The class count is read from the first batch, so the metrics
-also work when given to ``compile`` by registered name
-(``"brain_tf>DiceCoefficient"``). Empty cases: Dice is 1 when a class is
+over classes. The class count is read from the first batch, so every option
+has a default and :func:`get` can build a metric from its registered name
+alone (``get("brain_tf>DiceCoefficient")``). Empty cases: Dice is 1 when a class is
 absent from both prediction and reference (as in :mod:`brain_tf.evaluation`);
 sensitivity with no reference positives, or specificity with no reference
 negatives, is undefined: that class is left out of the mean, and a metric

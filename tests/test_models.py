@@ -7,6 +7,7 @@ import pytest
 from brain_tf.errors import ConfigError, ModelError
 from brain_tf.losses import DiceCELoss, SoftDiceLoss
 from brain_tf.models import BUILDERS, MCDropout, build_model, freeze_up_to, last_conv_layer_name
+from brain_tf.models.layers import GroupedConv3D
 from brain_tf.models import resnet_encoder
 
 
@@ -45,6 +46,17 @@ def test_registry_names_and_errors():
     with pytest.raises(ConfigError, match="softmax head needs"):
         build_model("unet3d", input_shape=(16, 16, 16, 1), num_outputs=1,
                     output_activation="softmax")
+
+
+def test_remaining_builders_build_with_defaults():
+    # unet3d, resunet3d, resnext3d_50 and cnn3d defaults are checked in their own tests
+    expected = {"resnext3d": ((None, 64, 64, 64, 1), (None, 1), "linear"),
+                "resnet_classifier": ((None, 224, 224, 3), (None, 3), "softmax"),
+                "unet2d_resnet": ((None, 256, 256, 3), (None, 256, 256, 2), "softmax")}
+    for name, (input_shape, output_shape, activation) in expected.items():
+        model = build_model(name)
+        assert model.input_shape == input_shape and model.output_shape == output_shape, name
+        assert model.get_layer("head").activation.__name__ == activation, name
 
 
 def test_unet3d_default_is_system_c():
@@ -130,7 +142,27 @@ def test_resnext3d_50_parameter_count():
     expected += 2048 + 1
     assert model.count_params() == expected == 25_892_033
     assert model.get_layer("conv2_block1_2_conv").groups == 32
+    assert isinstance(model.get_layer("conv2_block1_2_conv"), GroupedConv3D)
+    native = build_model("resnext3d_50", split_groups=False)
+    assert type(native.get_layer("conv2_block1_2_conv")) is keras.layers.Conv3D
+    assert native.count_params() == model.count_params()
     assert model.get_layer("conv1_conv").strides == (2, 2, 1)
+
+
+def test_grouped_conv3d_matches_keras_grouped_conv(rng):
+    x = rng.normal(size=(2, 6, 5, 4, 8)).astype("float32")
+    split = GroupedConv3D(12, 3, strides=(2, 1, 1), padding="same", groups=4, name="split")
+    native = keras.layers.Conv3D(12, 3, strides=(2, 1, 1), padding="same", groups=4)
+    split.build(x.shape)
+    native.build(x.shape)
+    assert split.kernel.shape == native.kernel.shape == (3, 3, 3, 2, 12)
+    native.set_weights(split.get_weights())
+    np.testing.assert_allclose(_predict(split, x), _predict(native, x), atol=1e-5)
+    # group g sees only input channels 2g, 2g+1: changing channel 0 moves outputs 0..2 only
+    bumped = x.copy()
+    bumped[..., 0] += 1.0
+    changed = np.abs(_predict(split, bumped) - _predict(split, x)).max(axis=(0, 1, 2, 3)) > 0
+    assert changed.tolist() == [True] * 3 + [False] * 9
 
 
 def test_resnext3d_small_regression_trains(rng):

@@ -23,14 +23,14 @@ RELOAD = textwrap.dedent("""
 
     folder = sys.argv[1]
     report = {}
-    for name in ("seg", "tissue", "sex"):
+    for name in ("seg", "tissue", "sex", "age"):
         model = keras.saving.load_model(f"{folder}/{name}.keras")
         x = np.load(f"{folder}/{name}_x.npy")
         out = keras.ops.convert_to_numpy(model(x, training=False))
         entry = {
             "max_diff": float(np.abs(out - np.load(f"{folder}/{name}_y.npy")).max()),
             "loss": type(model.loss).__name__,
-            "loss_config": model.loss.get_config(),
+            "loss_config": model.loss.get_config() if name != "age" else None,
             "learning_rate": model.optimizer.get_config()["learning_rate"],
             "iterations": int(model.optimizer.iterations.numpy()),
             "layers": sorted({type(layer).__name__ for layer in model.layers}),
@@ -44,7 +44,7 @@ RELOAD = textwrap.dedent("""
 
 
 def _tiny_models(rng):
-    """Three tiny compiled models covering every brain_tf loss, metric, schedule and layer."""
+    """Four tiny compiled models covering every brain_tf loss, metric, schedule and layer."""
     seg = build_model("unet3d", input_shape=(8, 8, 8, 2), depth=2, base_filters=2)
     seg.compile(optimizer=keras.optimizers.Adam(OneCycle(1e-3, total_steps=20)),
                 loss=SoftDiceLoss(squared_pred=True),
@@ -60,14 +60,18 @@ def _tiny_models(rng):
                       hidden_units=4, mc_dropout=True, output_activation="softmax")
     sex.compile(optimizer="adam", loss=WeightedCrossEntropy(class_weights=[1.0, 2.0]),
                 jit_compile=False)
+    age = build_model("resnext3d", input_shape=(8, 8, 8, 1), widths=(4, 8), blocks=(1, 1),
+                      cardinality=2, stem_filters=4)
+    age.compile(optimizer="adam", loss="mse", jit_compile=False)
     data = {
+        "age": (rng.normal(size=(2, 8, 8, 8, 1)), np.array([[30.0], [70.0]])),
         "seg": (rng.normal(size=(2, 8, 8, 8, 2)), (rng.random((2, 8, 8, 8, 3)) > 0.7) * 1.0),
         "tissue": (rng.normal(size=(2, 8, 8, 8, 1)),
                    np.eye(3)[rng.integers(0, 3, size=(2, 8, 8, 8))]),
         "sex": (rng.normal(size=(2, 8, 8, 8, 1)), np.eye(2)[[0, 1]]),
     }
     data = {k: (x.astype("float32"), t.astype("float32")) for k, (x, t) in data.items()}
-    return {"seg": seg, "tissue": tissue, "sex": sex}, data
+    return {"seg": seg, "tissue": tissue, "sex": sex, "age": age}, data
 
 
 def test_keras_file_reloads_in_fresh_process(tmp_path, rng):
@@ -87,8 +91,8 @@ def test_keras_file_reloads_in_fresh_process(tmp_path, rng):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
 
-    seg, tissue, sex = report["seg"], report["tissue"], report["sex"]
-    assert seg["max_diff"] <= 1e-6 and tissue["max_diff"] <= 1e-6
+    seg, tissue, sex, age = report["seg"], report["tissue"], report["sex"], report["age"]
+    assert seg["max_diff"] <= 1e-6 and tissue["max_diff"] <= 1e-6 and age["max_diff"] <= 1e-6
     assert seg["loss"] == "SoftDiceLoss" and seg["loss_config"]["squared_pred"] is True
     assert tissue["loss"] == "DiceCELoss"
     assert tissue["loss_config"]["class_weights"] == [0.1, 0.45, 0.45]
@@ -98,6 +102,7 @@ def test_keras_file_reloads_in_fresh_process(tmp_path, rng):
     assert tissue["learning_rate"]["class_name"] == "StepDecay"
     assert seg["iterations"] == tissue["iterations"] == sex["iterations"] == 2
     assert "MCDropout" in sex["layers"] and "GroupNormalization" in tissue["layers"]
+    assert "GroupedConv3D" in age["layers"]
     assert sex["max_diff"] > 0  # MC dropout still samples masks after reloading
     for key in ("loss", "dice", "sensitivity", "specificity"):
         assert seg["evaluate"][key] == pytest.approx(expected_eval[key], rel=1e-5), key

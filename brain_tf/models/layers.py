@@ -16,3 +16,28 @@ class MCDropout(keras.layers.Dropout):
 
     def call(self, inputs, training=None):
         return super().call(inputs, training=True)
+
+
+@keras.saving.register_keras_serializable(package="brain_tf")
+class GroupedConv3D(keras.layers.Conv3D):
+    """Conv3D with ``groups > 1`` computed as one convolution per group.
+
+    Same weights (kernel shape ``(k, k, k, in_channels // groups, filters)``)
+    and same results as ``keras.layers.Conv3D(groups=groups)``, but the input
+    and kernel are split into the groups, convolved separately and
+    concatenated. Keras runs grouped convolutions on TensorFlow through XLA,
+    which on CPU was measured 5-8x slower for a training step than this split
+    (128 channels, 32 groups, 16^3 and 32^3 volumes). Channels-last only.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        if self.data_format != "channels_last":
+            raise ValueError("GroupedConv3D supports channels_last data only")
+        pieces = zip(keras.ops.split(inputs, self.groups, axis=-1),
+                     keras.ops.split(kernel, self.groups, axis=-1))
+        return keras.ops.concatenate(
+            [keras.ops.conv(x, k, strides=list(self.strides), padding=self.padding,
+                            dilation_rate=self.dilation_rate, data_format=self.data_format)
+             for x, k in pieces], axis=-1)

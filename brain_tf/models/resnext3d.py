@@ -17,14 +17,24 @@ import keras
 from brain_tf.errors import ConfigError
 from brain_tf.models.blocks import check_input_shape, conv, dense_head
 from brain_tf.models.cnn3d import dropout_layer
+from brain_tf.models.layers import GroupedConv3D
 
 
 def _bn(x, name: str):
     return keras.layers.BatchNormalization(epsilon=1e-5, name=name)(x)
 
 
+def grouped_conv(x, filters: int, *, groups: int, strides, split_groups: bool, name: str):
+    """A bias-free 3^3 grouped convolution: :class:`GroupedConv3D` (one convolution
+    per group) when ``split_groups``, else Keras' ``Conv3D(groups=...)``."""
+    if not split_groups:
+        return conv(x, filters, 3, strides=strides, groups=groups, use_bias=False, name=name)
+    return GroupedConv3D(filters, 3, strides=strides, padding="same", groups=groups,
+                         use_bias=False, kernel_initializer="he_normal", name=name)(x)
+
+
 def resnext_block(x, width: int, *, cardinality: int, expansion: int, strides=1,
-                  name: str):
+                  split_groups: bool = True, name: str):
     """ResNeXt bottleneck: 1^3 conv to ``width`` -> grouped 3^3 conv (``cardinality``
     groups, ``strides``) -> 1^3 conv to ``width * expansion``, each with BatchNorm,
     plus a projection shortcut (1^3 conv + BN) when the shape changes."""
@@ -37,8 +47,8 @@ def resnext_block(x, width: int, *, cardinality: int, expansion: int, strides=1,
         shortcut = x
     x = conv(x, width, 1, use_bias=False, name=f"{name}_1_conv")
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(_bn(x, f"{name}_1_bn"))
-    x = conv(x, width, 3, strides=strides, groups=cardinality, use_bias=False,
-             name=f"{name}_2_conv")
+    x = grouped_conv(x, width, groups=cardinality, strides=strides, split_groups=split_groups,
+                     name=f"{name}_2_conv")
     x = keras.layers.Activation("relu", name=f"{name}_2_relu")(_bn(x, f"{name}_2_bn"))
     x = _bn(conv(x, out_channels, 1, use_bias=False, name=f"{name}_3_conv"), f"{name}_3_bn")
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
@@ -46,11 +56,12 @@ def resnext_block(x, width: int, *, cardinality: int, expansion: int, strides=1,
 
 
 def resnext_stack(x, width: int, blocks: int, *, cardinality: int, expansion: int,
-                  strides, name: str):
+                  strides, split_groups: bool = True, name: str):
     """``blocks`` ResNeXt blocks; the first one applies ``strides``."""
     for b in range(1, blocks + 1):
         x = resnext_block(x, width, cardinality=cardinality, expansion=expansion,
-                          strides=strides if b == 1 else 1, name=f"{name}_block{b}")
+                          strides=strides if b == 1 else 1, split_groups=split_groups,
+                          name=f"{name}_block{b}")
     return x
 
 
@@ -59,7 +70,7 @@ def resnext3d(input_shape=(64, 64, 64, 1), num_outputs: int = 1, *,
               cardinality: int = 4, expansion: int = 2, stem_filters: int = 16,
               stem_kernel: int = 7, stem_strides=(2, 2, 1), stem_pool: bool = False,
               dropout: float = 0.0, output_activation: str = "linear",
-              name: str = "resnext3d") -> keras.Model:
+              split_groups: bool = True, name: str = "resnext3d") -> keras.Model:
     """Generic 3D ResNeXt; the defaults are a small preset that trains on a CPU.
 
     Args:
@@ -75,6 +86,11 @@ def resnext3d(input_shape=(64, 64, 64, 1), num_outputs: int = 1, *,
             that is ``(2, 2, 1)`` in brain_tf's ``(x, y, z)`` order.
         stem_pool: a 3^3 stride-2 max-pool after the stem (off in system A).
         dropout: Dropout rate before the head.
+        split_groups: run each grouped convolution as one convolution per
+            group (:class:`~brain_tf.models.layers.GroupedConv3D`, same weights
+            and results); False uses Keras' ``Conv3D(groups=...)``, which
+            TensorFlow compiles with XLA and which is several times slower to
+            train on CPU.
     """
     shape = check_input_shape(input_shape, 3, model=name)
     blocks = [int(b) for b in blocks]
@@ -93,7 +109,8 @@ def resnext3d(input_shape=(64, 64, 64, 1), num_outputs: int = 1, *,
         x = keras.layers.MaxPooling3D(3, strides=2, padding="same", name="pool1_pool")(x)
     for stage, (width, count) in enumerate(zip(widths, blocks), start=2):
         x = resnext_stack(x, width, count, cardinality=cardinality, expansion=expansion,
-                          strides=1 if stage == 2 else 2, name=f"conv{stage}")
+                          strides=1 if stage == 2 else 2, split_groups=split_groups,
+                          name=f"conv{stage}")
     x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
     if dropout > 0:
         x = dropout_layer(dropout, mc=False, name="dropout")(x)

@@ -28,6 +28,10 @@ def resunet3d(input_shape=(64, 64, 64, 1), num_outputs: int = 4, *, depth: int |
     the same pooling is ``(2, 2, 1)``. Known input sizes must be divisible by
     ``pool_size[axis] ** (depth - 1)`` on each axis.
 
+    ``depth`` (default 5, or the length of ``filters``), ``base_filters``,
+    ``filters``, ``norm``, ``upsampling`` and ``dropout`` mean what they mean
+    for :func:`~brain_tf.models.unet3d.unet3d`.
+
     Layer names: see :mod:`brain_tf.models.unet`; each block also has
     ``{block}_shortcut`` and ``{block}_add`` (e.g. ``enc1_shortcut``).
     """

@@ -173,3 +173,21 @@ def test_patch_dataset_with_a_loader_and_errors():
         patch_dataset([s[0] for s in subjects], sampler, num_classes=4)
     with pytest.raises(DataError, match="length"):
         patch_dataset(lambda i: subjects[i], sampler, num_classes=4)
+
+
+def test_shape_bucket_pads_without_changing_patches():
+    subjects = _subjects(2)
+    for image, _ in subjects:  # a zero border, as in MRI: edge and padding then agree
+        border = np.ones(image.shape[:3], bool)
+        border[1:-1, 1:-1, 1:-1] = False
+        image[border] = 0.0
+
+    def batches(bucket):
+        sampler = PatchSampler((8, 8, 8), "uniform", patches_per_subject=2)
+        ds = patch_dataset(subjects, sampler, num_classes=4, augment={"rotation_deg": 5},
+                           batch_size=4, seed=1, shape_bucket=bucket)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    for (x1, y1), (x2, y2) in zip(batches(None), batches(32)):
+        np.testing.assert_allclose(x1, x2, atol=1e-6)
+        np.testing.assert_array_equal(y1, y2)

@@ -55,6 +55,17 @@ def _make_augment3d(augment, spacing) -> Augment3D | None:
     return None if aug.is_identity else aug
 
 
+def _pad_to_multiple(volume, multiple: int):
+    """Zero-pad the end of the three spatial axes up to a multiple of ``multiple``."""
+    size = tf.shape(volume, out_type=tf.int32)[:3]
+    extra = (multiple - size % multiple) % multiple
+    paddings = tf.concat([tf.stack([tf.zeros_like(extra), extra], axis=1),
+                          tf.zeros([len(volume.shape) - 3, 2], tf.int32)], 0)
+    padded = tf.pad(volume, paddings)
+    padded.set_shape([None] * 3 + list(volume.shape[3:]))
+    return padded
+
+
 def _finish(ds, shuffle_buffer: int, seed: int, batch_size: int, drop_remainder: bool,
             prefetch: int):
     if shuffle_buffer and shuffle_buffer > 1:
@@ -81,6 +92,7 @@ def patch_dataset(
     num_parallel_calls: int = AUTOTUNE,
     load_parallel_calls: int = 2,
     prefetch: int = 2,
+    shape_bucket: int | None = None,
 ) -> tf.data.Dataset:
     """Segmentation patches ``(x (b, px, py, pz, c), y (b, px, py, pz, K))``.
 
@@ -95,6 +107,9 @@ def patch_dataset(
         spacing: voxel size in mm (for the augmentation's mm ranges).
         length: the number of subjects when ``subjects`` is a loader without ``len``.
         repeat: repeat forever (use with ``steps_per_epoch``).
+        shape_bucket: zero-pad each subject's axes up to a multiple of this many
+            voxels. A warp is compiled once per distinct subject shape (about a
+            second each); subjects preprocessed onto one grid need no bucket.
     """
     source = Source.wrap(subjects, length=length, spatial_dims=3)
     if not source.has_labels:
@@ -109,6 +124,8 @@ def patch_dataset(
         corners = sampler.corners(label, pair)
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(pair, 1), k)
+        if warps and shape_bucket:
+            image, label = _pad_to_multiple(image, shape_bucket), _pad_to_multiple(label, shape_bucket)
         return image, label, corners, seeds
 
     def expand(image, label, corners, seeds):

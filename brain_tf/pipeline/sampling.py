@@ -18,9 +18,13 @@ Modes:
 ``foreground``
     with probability ``foreground_p`` the patch is centred on a random voxel
     of a foreground class (system B: 0.95); otherwise uniform. With
-    ``class_probs`` the class is drawn first (label-balanced sampling), then a
-    voxel of it. A subject without any such voxel falls back to uniform (and
-    is counted as a fallback).
+    ``class_probs`` the centre's class is drawn first (label-balanced
+    sampling; background too if it has a probability), then a voxel of it.
+    A subject without any such voxel falls back to uniform (and is counted
+    as a fallback).
+
+The counters in :attr:`PatchSampler.stats` count what the pipeline sampled,
+which runs a few subjects ahead of training (prefetching).
 """
 
 from __future__ import annotations

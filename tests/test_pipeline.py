@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from brain_tf.errors import ConfigError, DataError
-from brain_tf.io import Volume, save_volume
+from brain_tf.io import Volume, save_image, save_volume
 from brain_tf.pipeline import PatchSampler, Source, patch_dataset, slice_dataset, volume_dataset
-from brain_tf.preprocess import ManifestLoader
+from brain_tf.preprocess import ManifestLoader, SliceLoader
 
 
 def _volumes(n, shape=(12, 10, 8), seed=0):
@@ -133,3 +133,24 @@ def test_patches_from_a_cached_manifest_train_a_model(tmp_path):
     assert sampler.stats.as_dict()["patches"] == 8 and sampler.stats.as_dict()["fallbacks"] == 0
     x, y = next(iter(ds))
     assert y.shape == (2, 8, 8, 8, 3) and float(tf.reduce_sum(y[..., 2])) > 0  # class 3 kept
+
+
+def test_slices_stream_from_files_through_a_slice_loader(tmp_path):
+    rows = []
+    for i in range(3):
+        image = np.zeros((12, 12, 3), np.uint8)
+        image[2:6 + i, 3:9] = 200
+        mask = np.where(image[..., 0] > 0, 255, 0).astype(np.uint8)
+        save_image(image, tmp_path / f"c_{i}.tif")
+        save_image(mask, tmp_path / f"c_{i}_mask.tif")
+        rows.append({"sample": f"c_{i}", "subject": "c",
+                     "image_image": str(tmp_path / f"c_{i}.tif"),
+                     "label": str(tmp_path / f"c_{i}_mask.tif")})
+    loader = SliceLoader(pd.DataFrame(rows), {"labels": [0, 255]})
+    x0, m0 = loader(0)
+    assert x0.shape == (12, 12, 3) and m0.sum() == 4 * 6
+    np.testing.assert_allclose(x0[3, 4], 200 / 255, rtol=1e-6)
+    ds = slice_dataset(loader, num_classes=2, normalise="imagenet", batch_size=3, shuffle=False)
+    x, y = next(iter(ds))
+    assert x.shape == (3, 12, 12, 3)
+    np.testing.assert_array_equal(y.numpy()[..., 1].sum(axis=(1, 2)), [24, 30, 36])

@@ -139,12 +139,13 @@ class Augment2D:
         flip_p = tf.constant([cfg["flip_horizontal"], cfg["flip_vertical"]], tf.float32)
         on = uniform(0, (3,), 0.0, 1.0)
         half = tf.constant([cols / 2.0, rows / 2.0])
+        size = tf.constant([cols, rows], tf.float32)
         return {
             "flips": uniform(1, (2,), 0.0, 1.0) < flip_p,
             "affine": (on[0] < cfg["affine_p"]) & self.affine_enabled,
             "angle": uniform(2, (), -self.rotation, self.rotation),
             "zoom": uniform(3, (), *self.zoom),
-            "shift": uniform(4, (2,), -self.shift, self.shift) * tf.constant([cols, rows], tf.float32),
+            "shift": uniform(4, (2,), -self.shift, self.shift) * size,
             "shear": uniform(5, (), -self.shear, self.shear),
             "corners": uniform(6, (4, 2), -self.perspective, self.perspective) * half,
             "lighting": (on[1] < cfg["lighting_p"]) & self.lighting_enabled,

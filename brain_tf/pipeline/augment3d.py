@@ -70,7 +70,8 @@ class Augment3D:
         self.spacing = tuple(float(s) for s in spacing)
         self.flip_axes = sorted({int(a) for a in cfg["flip_axes"]})
         if any(a not in (0, 1, 2) for a in self.flip_axes):
-            raise ConfigError(f"3D augmentation: flip_axes must be within 0..2, got {cfg['flip_axes']}")
+            raise ConfigError(f"3D augmentation: flip_axes must be within 0..2, "
+                              f"got {cfg['flip_axes']}")
         self.rotation = np.deg2rad(_triple(cfg["rotation_deg"], "rotation_deg"))
         self.scale = _range(cfg["scale"], "scale")
         self.translation = _triple(cfg["translation_mm"], "translation_mm")

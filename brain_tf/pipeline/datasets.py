@@ -125,7 +125,8 @@ def patch_dataset(
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(pair, 1), k)
         if warps and shape_bucket:
-            image, label = _pad_to_multiple(image, shape_bucket), _pad_to_multiple(label, shape_bucket)
+            image = _pad_to_multiple(image, shape_bucket)
+            label = _pad_to_multiple(label, shape_bucket)
         return image, label, corners, seeds
 
     def expand(image, label, corners, seeds):

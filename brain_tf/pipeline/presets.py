@@ -109,7 +109,8 @@ def augment_config(spec: str | Mapping[str, Any] | None, dims: int | None = None
     base: dict[str, Any] = {}
     if name is not None:
         if name not in PRESETS:
-            raise ConfigError(f"unknown augmentation preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ConfigError(f"unknown augmentation preset {name!r}; "
+                              f"choose one of {sorted(PRESETS)}")
         base = copy.deepcopy(PRESETS[name])
     preset_dims = base.pop("dims", None)
     requested = spec.pop("dims", None) or dims

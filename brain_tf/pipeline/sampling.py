@@ -164,7 +164,7 @@ class PatchSampler:
         return table, first, stop - first
 
     def _box_counts(self, table, origin, extent, corners):
-        """Foreground voxels inside each box [corner, corner + patch) (see :meth:`_foreground_table`)."""
+        """Foreground voxels in each box [corner, corner + patch) (see _foreground_table)."""
         size = tf.constant(self.patch_shape, tf.int32)
         a = tf.clip_by_value(corners - origin, 0, extent)
         b = tf.clip_by_value(corners + size - origin, 0, extent)

@@ -28,7 +28,8 @@ def _split(item: Any) -> tuple[Any, Any]:
         return item["image"], item.get("label")
     if isinstance(item, (tuple, list)):
         if not 1 <= len(item) <= 2:
-            raise DataError(f"a subject item must be (image,) or (image, label), got {len(item)} parts")
+            raise DataError(f"a subject item must be (image,) or (image, label), "
+                            f"got {len(item)} parts")
         return item[0], item[1] if len(item) == 2 else None
     return item, None
 
@@ -54,7 +55,8 @@ class Source:
             try:
                 length = len(loader)
             except TypeError:
-                raise DataError("a loader callable needs length= (the number of subjects)") from None
+                raise DataError("a loader callable needs length= (the number of subjects)"
+                                ) from None
         self.items = items
         self.loader = loader
         self.length = len(items) if items is not None else int(length)

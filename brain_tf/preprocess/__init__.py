@@ -8,7 +8,7 @@ HDF5 cache of the results; a loader that streams a manifest's subjects.
 from brain_tf.preprocess.brain_mask import simple_brain_mask
 from brain_tf.preprocess.cache import PreprocessCache
 from brain_tf.preprocess.labels import indices_to_values, values_to_indices
-from brain_tf.preprocess.loader import ManifestLoader
+from brain_tf.preprocess.loader import ManifestLoader, SliceLoader
 from brain_tf.preprocess.normalise import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -27,7 +27,8 @@ from brain_tf.preprocess.subject import (
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "ManifestLoader", "NORMALISERS", "Preprocessed",
-    "PreprocessCache", "check_config", "config_hash", "crop_start", "indices_to_values",
-    "normalise", "preprocess_slice", "preprocess_subject", "register_normaliser", "resample",
-    "simple_brain_mask", "target_grid", "to_unit_float", "values_to_indices", "window",
+    "PreprocessCache", "SliceLoader", "check_config", "config_hash", "crop_start",
+    "indices_to_values", "normalise", "preprocess_slice", "preprocess_subject",
+    "register_normaliser", "resample", "simple_brain_mask", "target_grid", "to_unit_float",
+    "values_to_indices", "window",
 ]

@@ -54,7 +54,8 @@ def simple_brain_mask(
         mask = labels == int(sizes.argmax())
     if closing_radius > 0:
         pad = closing_radius
-        mask = ndi.binary_closing(np.pad(mask, pad), _ball(closing_radius))[pad:-pad, pad:-pad, pad:-pad]
+        closed = ndi.binary_closing(np.pad(mask, pad), _ball(closing_radius))
+        mask = closed[pad:-pad, pad:-pad, pad:-pad]
     for z in range(mask.shape[2]):
         mask[:, :, z] = ndi.binary_fill_holes(mask[:, :, z])
     return ndi.binary_fill_holes(mask)

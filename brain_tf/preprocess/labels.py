@@ -9,7 +9,8 @@ import numpy as np
 from brain_tf.errors import DataError
 
 
-def values_to_indices(label: np.ndarray, values: Sequence[int] | None, where: str = "label") -> np.ndarray:
+def values_to_indices(label: np.ndarray, values: Sequence[int] | None,
+                      where: str = "label") -> np.ndarray:
     """Map label ``values`` (in class order) to indices 0..K-1 as uint8.
 
     ``values`` is the spec's ``[labels]`` table in order, e.g. ``[0, 255]``

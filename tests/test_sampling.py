@@ -130,12 +130,14 @@ def test_patch_dataset_is_deterministic_and_one_hot_matches_labels():
     subjects = _subjects()
     sampler = PatchSampler((8, 8, 8), "foreground", patches_per_subject=4, foreground_p=0.5)
 
-    def batches(seed):
+    def batches(seed, epochs=1):
         ds = patch_dataset(subjects, sampler, num_classes=4, drop_background=True,
                            batch_size=3, seed=seed)
-        return [(x.numpy(), y.numpy()) for x, y in ds]
+        return [(x.numpy(), y.numpy()) for _ in range(epochs) for x, y in ds]
 
-    first, again, other = batches(5), batches(5), batches(6)
+    first, again, other = batches(5, epochs=2), batches(5), batches(6)
+    second_epoch, first = first[4:], first[:4]
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, second_epoch))
     assert sum(x.shape[0] for x, _ in first) == 12
     for (x1, y1), (x2, y2) in zip(first, again):
         np.testing.assert_array_equal(x1, x2)
@@ -154,7 +156,7 @@ def test_patch_dataset_is_deterministic_and_one_hot_matches_labels():
                 found = True
                 break
     assert found
-    assert sampler.stats.as_dict()["subjects"] == 9  # three pipelines, three subjects each
+    assert sampler.stats.as_dict()["subjects"] == 12  # four passes over three subjects
 
 
 def test_patch_dataset_with_a_loader_and_errors():

@@ -125,7 +125,7 @@ class PatchSampler:
         except TypeError as exc:
             raise ConfigError(f"patch sampler config: {exc}") from None
 
-    # ----------------------------------------------------------------- helpers
+    # --------------------------------------------------------------- internals
     def _ranges(self, shape):
         size = tf.constant(self.patch_shape, tf.int32)
         lo = tf.minimum(0, shape - size)

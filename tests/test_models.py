@@ -169,6 +169,7 @@ def test_resnext3d_small_regression_trains(rng):
     model = build_model("resnext3d", input_shape=(16, 16, 16, 1), widths=(8, 16), blocks=(1, 2),
                         cardinality=4, stem_filters=8)
     assert model.get_layer("conv3_block1_2_conv").strides == (2, 2, 2)
+    assert model.get_layer("pool1_pool").output.shape[1:4] == (4, 4, 4)  # stem /2, pool /2
     assert model.output_shape == (None, 1)
     x = rng.normal(size=(2, 16, 16, 16, 1)).astype("float32")
     _train_steps(model, x, np.array([[30.0], [60.0]], "float32"), "mse")

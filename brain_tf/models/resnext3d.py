@@ -68,10 +68,14 @@ def resnext_stack(x, width: int, blocks: int, *, cardinality: int, expansion: in
 def resnext3d(input_shape=(64, 64, 64, 1), num_outputs: int = 1, *,
               blocks: Sequence[int] = (1, 1, 1, 1), widths: Sequence[int] = (16, 32, 64, 128),
               cardinality: int = 4, expansion: int = 2, stem_filters: int = 16,
-              stem_kernel: int = 7, stem_strides=(2, 2, 1), stem_pool: bool = False,
+              stem_kernel: int = 7, stem_strides=(2, 2, 2), stem_pool: bool = True,
               dropout: float = 0.0, output_activation: str = "linear",
               split_groups: bool = True, name: str = "resnext3d") -> keras.Model:
-    """Generic 3D ResNeXt; the defaults are a small preset that trains on a CPU.
+    """Generic 3D ResNeXt; the defaults are a small preset that trains on a CPU:
+    one block per stage, widths 16/32/64/128, cardinality 4 and a stride-2
+    stem followed by max-pooling (about 1.2 s per training step for a batch
+    of four 64^3 volumes on 2 CPU cores, against 7.7 s with system A's
+    stem; see :func:`resnext3d_50` for system A's layout).
 
     Args:
         input_shape: ``(x, y, z, channels)``.
@@ -84,7 +88,8 @@ def resnext3d(input_shape=(64, 64, 64, 1), num_outputs: int = 1, *,
         stem_filters, stem_kernel, stem_strides: the stem convolution. System
             A's stride ``(1, 2, 2)`` is in SimpleITK's ``(z, y, x)`` array order,
             that is ``(2, 2, 1)`` in brain_tf's ``(x, y, z)`` order.
-        stem_pool: a 3^3 stride-2 max-pool after the stem (off in system A).
+        stem_pool: a 3^3 stride-2 max-pool after the stem (on in the small
+            preset, off in system A).
         dropout: Dropout rate before the head.
         split_groups: run each grouped convolution as one convolution per
             group (:class:`~brain_tf.models.layers.GroupedConv3D`, same weights
@@ -119,7 +124,8 @@ def resnext3d(input_shape=(64, 64, 64, 1), num_outputs: int = 1, *,
 
 
 def resnext3d_small(input_shape=(64, 64, 64, 1), num_outputs: int = 1, **config) -> keras.Model:
-    """Small CPU preset: one block per stage, widths 16-128, cardinality 4."""
+    """Small CPU preset (the defaults of :func:`resnext3d`): one block per stage,
+    widths 16-128, cardinality 4, stride-2 stem with max-pooling."""
     config.setdefault("name", "resnext3d_small")
     return resnext3d(input_shape, num_outputs, **config)
 

@@ -86,3 +86,35 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
 def dump_toml(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write nested dicts to a TOML file atomically."""
     return write_text(path, dumps_toml(data))
+
+
+def with_defaults(config: Mapping[str, Any] | None, defaults: Mapping[str, Any],
+                  what: str) -> dict:
+    """``defaults`` updated with ``config``; :class:`ConfigError` naming unknown keys."""
+    config = dict(config or {})
+    unknown = set(config) - set(defaults)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {sorted(unknown)}; "
+                          f"valid keys are {sorted(defaults)}")
+    return {**defaults, **config}
+
+
+def from_registry(registry: Mapping[str, type], base: type, kind: str, identifier,
+                  config: Mapping[str, Any]):
+    """Build a registered brain_tf object from a name, ``brain_tf>Name`` or a Keras
+    ``{"class_name", "config"}`` dict; instances of ``base`` are returned unchanged."""
+    if isinstance(identifier, base):
+        return identifier
+    config = dict(config)
+    if isinstance(identifier, Mapping):
+        config = {**identifier.get("config", {}), **config}
+        identifier = identifier.get("class_name")
+    name = str(identifier).removeprefix("brain_tf>")
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {identifier!r}; choose one of "
+                          f"{', '.join(registry)}")
+    try:
+        return registry[name](**config)
+    except TypeError as err:
+        raise ConfigError(f"bad options for {kind} {name}: {err}") from err
+

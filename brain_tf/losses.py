@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from brain_tf.config import from_registry
 from brain_tf.errors import ConfigError
 
 _EPSILON = 1e-7
@@ -213,16 +214,4 @@ def get(identifier, **config) -> keras.losses.Loss:
     dict ``{"class_name": ..., "config": {...}}`` and a Loss instance
     (returned unchanged) are accepted too.
     """
-    if isinstance(identifier, keras.losses.Loss):
-        return identifier
-    if isinstance(identifier, dict):
-        config = {**identifier.get("config", {}), **config}
-        identifier = identifier.get("class_name")
-    name = str(identifier).removeprefix("brain_tf>")
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {identifier!r}; brain_tf losses are "
-                          f"{', '.join(LOSSES)}")
-    try:
-        return LOSSES[name](**config)
-    except TypeError as err:
-        raise ConfigError(f"bad options for loss {name}: {err}") from err
+    return from_registry(LOSSES, keras.losses.Loss, "loss", identifier, config)

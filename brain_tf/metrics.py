@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from brain_tf.config import from_registry
 from brain_tf.errors import ConfigError
 
 
@@ -171,16 +172,4 @@ def get(identifier, **config) -> keras.metrics.Metric:
     A dict ``{"class_name": ..., "config": {...}}`` and a Metric instance
     (returned unchanged) are accepted too.
     """
-    if isinstance(identifier, keras.metrics.Metric):
-        return identifier
-    if isinstance(identifier, dict):
-        config = {**identifier.get("config", {}), **config}
-        identifier = identifier.get("class_name")
-    name = str(identifier).removeprefix("brain_tf>")
-    if name not in METRICS:
-        raise ConfigError(f"unknown metric {identifier!r}; brain_tf metrics are "
-                          f"{', '.join(METRICS)}")
-    try:
-        return METRICS[name](**config)
-    except TypeError as err:
-        raise ConfigError(f"bad options for metric {name}: {err}") from err
+    return from_registry(METRICS, keras.metrics.Metric, "metric", identifier, config)

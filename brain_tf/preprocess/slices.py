@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import skimage.transform
 
-from brain_tf.errors import ConfigError, DataError
+from brain_tf.config import with_defaults
+from brain_tf.errors import DataError
 from brain_tf.preprocess.labels import values_to_indices
 from brain_tf.preprocess.normalise import normalise
 
@@ -41,12 +42,7 @@ def preprocess_slice(
 
     See :data:`SLICE_DEFAULTS` for the config keys.
     """
-    config = dict(config or {})
-    unknown = set(config) - set(SLICE_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"slice preprocessing config: unknown keys {sorted(unknown)}; "
-                          f"valid keys are {sorted(SLICE_DEFAULTS)}")
-    cfg = {**SLICE_DEFAULTS, **config}
+    cfg = with_defaults(config, SLICE_DEFAULTS, "slice preprocessing config")
     x = to_unit_float(image)
     if x.ndim == 2:
         x = x[..., None]

@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from brain_tf.config import with_defaults
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.io import Volume
 from brain_tf.preprocess.aligned import as_aligned
@@ -79,12 +80,7 @@ class Preprocessed:
 
 def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The config with defaults filled in; :class:`ConfigError` on unknown keys or values."""
-    config = dict(config or {})
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ConfigError(f"preprocessing config: unknown keys {sorted(unknown)}; "
-                          f"valid keys are {sorted(DEFAULTS)}")
-    full = {**DEFAULTS, **config}
+    full = with_defaults(config, DEFAULTS, "preprocessing config")
     if full["normalise"] not in NORMALISERS:
         raise ConfigError(f"preprocessing config: unknown normalise {full['normalise']!r}; "
                           f"choose one of {sorted(NORMALISERS)}")

@@ -11,24 +11,21 @@ from brain_tf.errors import ConfigError
 from brain_tf.models import build_model
 
 
-def _named(module, spec: dict, what: str):
+def _get(getter, spec):
+    """A registered object from a config entry ``{class = "Name", option = ...}``."""
+    if isinstance(spec, str):
+        return spec  # a Keras built-in name such as "mse"
     spec = dict(spec)
-    name = spec.pop("class")
-    cls = getattr(module, name, None)
-    if cls is None:
-        raise ConfigError(f"unknown {what} {name!r} in the task config")
-    return cls(**spec)
+    return getter(spec.pop("class"), **spec)
 
 
 def make_loss(spec):
     """A brain_tf loss from ``{class = "SoftDiceLoss", ...}`` or a Keras loss name."""
-    if isinstance(spec, str):
-        return spec
-    return _named(bt_losses, spec, "loss")
+    return _get(bt_losses.get, spec)
 
 
 def make_metrics(specs: list) -> list:
-    return [s if isinstance(s, str) else _named(bt_metrics, s, "metric") for s in specs]
+    return [_get(bt_metrics.get, s) for s in specs]
 
 
 def make_optimizer(spec: dict, total_steps: int | None = None):

@@ -14,7 +14,11 @@ Errors a user can cause print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# Quiet TensorFlow's C++ start-up logs (a user's own setting wins).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from brain_tf.errors import BrainTFError
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from brain_tf.data import apply_splits, load_spec, split_subjects
 from brain_tf.errors import ConfigError
+from brain_tf.preprocess.loader import ManifestLoader
 from brain_tf.training.run import RunFolder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +94,8 @@ def new_run(config: dict, run_dir: str | None = None, base: str | None = None) -
         path.mkdir(parents=True, exist_ok=True)
         return RunFolder(path)
     return RunFolder.create(config["task"], base=base or "models")
+
+
+def subject_loader(rows: pd.DataFrame, config: dict, label_values=None) -> ManifestLoader:
+    """The preprocessed subjects of some manifest rows (``len`` and ``loader(i)``)."""
+    return ManifestLoader(rows, config["preprocess"], label_values=label_values)

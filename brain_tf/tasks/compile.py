@@ -1,6 +1,8 @@
-"""Build a task's model, loss, metrics and optimizer from its config."""
+"""Build a task's model, loss, metrics and optimizer from its config, and fit it."""
 
 from __future__ import annotations
+
+import sys
 
 import keras
 
@@ -9,6 +11,7 @@ from brain_tf import metrics as bt_metrics
 from brain_tf import schedules as bt_schedules
 from brain_tf.errors import ConfigError
 from brain_tf.models import build_model
+from brain_tf.training import run_callbacks
 
 
 def _get(getter, spec):
@@ -58,3 +61,21 @@ def compiled_model(config: dict, input_shape, num_outputs: int, total_steps: int
                   loss=make_loss(config["loss"]), metrics=make_metrics(config.get("metrics", [])),
                   jit_compile=bool(config["training"].get("jit_compile", False)))
     return model
+
+
+def fit(model, train_ds, val_ds, config: dict, run):
+    """``model.fit`` with the run's callbacks (early stopping on the validation metric with
+    best-weight restore, stop-at-epoch, best checkpoint, backup/resume, CSV history).
+
+    ``config["training"]`` gives epochs, steps_per_epoch (None: one pass over
+    ``train_ds``), monitor, mode, patience, stop_at_epoch and verbose (default: a
+    progress bar on a terminal, one line per epoch otherwise).
+    """
+    tr = config["training"]
+    callbacks = run_callbacks(run.path, monitor=tr.get("monitor", "val_loss"),
+                              mode=tr.get("mode", "auto"), patience=tr.get("patience"),
+                              stop_at_epoch=tr.get("stop_at_epoch"))
+    verbose = tr.get("verbose", 1 if sys.stdout.isatty() else 2)
+    return model.fit(train_ds, validation_data=val_ds, epochs=tr["epochs"],
+                     steps_per_epoch=tr.get("steps_per_epoch"), callbacks=callbacks,
+                     verbose=verbose)

@@ -21,16 +21,15 @@ from brain_tf.io import load_modalities, save_volume
 from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.sampling import PatchSampler
 from brain_tf.preprocess.labels import indices_to_values
-from brain_tf.preprocess.loader import ManifestLoader
 from brain_tf.preprocess.subject import preprocess_subject
-from brain_tf.tasks.base import load_manifest, new_run, subset
-from brain_tf.tasks.compile import compiled_model
-from brain_tf.training import RunFolder, SavedModelPredictor, load_keras_model, run_callbacks
+from brain_tf.tasks.base import load_manifest, new_run, subject_loader, subset
+from brain_tf.tasks.compile import compiled_model, fit
+from brain_tf.training import RunFolder, SavedModelPredictor, load_keras_model
 from brain_tf.training import plots
 
 
-def _loader(spec_labels: dict, rows: pd.DataFrame, config: dict) -> ManifestLoader:
-    return ManifestLoader(rows, config["preprocess"], label_values=list(spec_labels.values()))
+def _loader(spec_labels: dict, rows: pd.DataFrame, config: dict):
+    return subject_loader(rows, config, label_values=list(spec_labels.values()))
 
 
 def _sigmoid(config) -> bool:
@@ -82,11 +81,7 @@ def train(config: dict, run_dir: str | None = None) -> RunFolder:
     outputs = num_classes - 1 if _sigmoid(config) else num_classes
     steps = tr["steps_per_epoch"]
     model = compiled_model(config, patch + (channels,), outputs, total_steps=steps * tr["epochs"])
-    callbacks = run_callbacks(run.path, monitor=tr.get("monitor", "val_loss"),
-                              mode=tr.get("mode", "auto"), patience=tr.get("patience"),
-                              stop_at_epoch=tr.get("stop_at_epoch"))
-    model.fit(train_ds, validation_data=val_ds, epochs=tr["epochs"], steps_per_epoch=steps,
-              callbacks=callbacks, verbose=tr.get("verbose", 2))
+    fit(model, train_ds, val_ds, config, run)
     run.save_model(model)
     plots.learning_curves(run.history, run / "learning_curves.png")
     evaluate(run.path, model=model)

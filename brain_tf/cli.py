@@ -6,6 +6,7 @@
     brain-tf synth LAYOUT --out DIR          write a synthetic twin of a dataset layout
     brain-tf manifest --spec X.toml          list a dataset's samples (and check it)
     brain-tf split --spec X.toml --out F     patient-level train/val/test split to CSV
+    brain-tf shard --spec X.toml --out DIR   preprocessed subjects to TFRecord shards
     brain-tf demo                            the quick-start job on synthetic data
 
 Errors a user can cause print one line (``error: ...``) and exit with status 2.
@@ -23,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from brain_tf.errors import BrainTFError
 
 COMMANDS = {}
+#: --strategy values (brain_tf.distribute.STRATEGIES, without importing TensorFlow)
+STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
 
 
 def command(name, help_text):
@@ -108,6 +111,52 @@ def _synth_args(p):
 _synth.add_arguments = _synth_args
 
 
+@command("shard", "write a dataset's preprocessed subjects to compressed TFRecord shards")
+def _shard(args):
+    from brain_tf.data.shards import write_shards
+
+    preprocess, where = _preprocess_config(args)
+    index = write_shards(args.spec, args.out, preprocess, root=args.root,
+                         subjects_per_shard=args.subjects_per_shard, source=where)
+    print(f"wrote {index['num_subjects']} subjects in {len(index['shards'])} shards to "
+          f"{args.out} (preprocessing from {where})")
+
+
+def _preprocess_config(args) -> tuple[dict, str]:
+    """The ``[preprocess]`` table of --config (a TOML or run config) or of a task preset."""
+    from brain_tf.errors import ConfigError
+
+    if args.config:
+        from brain_tf.config import load_toml
+
+        config = load_toml(args.config)
+        if "preprocess" not in config:
+            raise ConfigError(f"{args.config}: no [preprocess] table; pass a task config "
+                              "(e.g. a run's config.toml) or use --task/--preset")
+        return config["preprocess"], args.config
+    if not args.task:
+        raise ConfigError("shard needs the preprocessing to apply: --task TASK [--preset P] "
+                          "or --config FILE")
+    from brain_tf.tasks import TASKS
+
+    if args.task not in TASKS:
+        raise ConfigError(f"unknown task {args.task!r}; choose from {', '.join(sorted(TASKS))}")
+    return TASKS[args.task].config(args.preset)["preprocess"], f"{args.task} {args.preset}"
+
+
+def _shard_args(p):
+    _spec_args(p)
+    p.add_argument("--out", required=True, help="folder for the shards and index.json")
+    p.add_argument("--task", help="take the preprocessing from this task's preset")
+    p.add_argument("--preset", default="default", help="the task preset (default: default)")
+    p.add_argument("--config", help="TOML with a [preprocess] table (e.g. a run's config.toml)")
+    p.add_argument("--subjects-per-shard", type=int, default=8,
+                   help="subjects per TFRecord file (small shards read faster by index)")
+
+
+_shard.add_arguments = _shard_args
+
+
 @command("demo", "the quick-start job: synthetic BraTS data, train the tumour U-Net, evaluate, predict")
 def _demo(args):
     from brain_tf.demo import run_demo
@@ -142,6 +191,14 @@ def _task_parsers(sub) -> None:
         train.add_argument("--splits", help="CSV of sample,subject,split to reuse a split")
         train.add_argument("--seed", type=int)
         train.add_argument("--run-dir", help="run folder (default models/TASK/TIMESTAMP)")
+        train.add_argument("--config", help="TOML file of settings merged over the preset")
+        train.add_argument("--shards", help="read subjects from this 'brain-tf shard' folder")
+        train.add_argument("--strategy", choices=STRATEGY_CHOICES,
+                           help="tf.distribute strategy: one device, the local GPUs "
+                                "(mirrored) or several machines set up by TF_CONFIG "
+                                "(multiworker)")
+        train.add_argument("--mixed-precision", action="store_true", default=None,
+                           help="mixed float16 compute (faster on GPUs with tensor cores)")
         train.set_defaults(_fn=_task_train(task))
         evaluate = actions.add_parser("evaluate", help="test-split metrics of a run")
         evaluate.add_argument("--run", required=True, help="run folder")
@@ -159,18 +216,20 @@ def _task_parsers(sub) -> None:
 
 def _task_train(task):
     def run(args):
-        overrides: dict = {"data": {}, "training": {}}
-        if args.spec:
-            overrides["data"]["spec"] = args.spec
-        if args.root:
-            overrides["data"]["root"] = args.root
-        if args.splits:
-            overrides["data"]["splits_csv"] = args.splits
-        if args.seed is not None:
-            overrides["data"]["seed"] = args.seed
-        for key in ("epochs", "stop_at_epoch", "batch_size"):
+        overrides: dict = {}
+        if args.config:
+            from brain_tf.config import load_toml
+
+            overrides = load_toml(args.config)
+        data = overrides.setdefault("data", {})
+        training = overrides.setdefault("training", {})
+        for key, value in (("spec", args.spec), ("root", args.root), ("splits_csv", args.splits),
+                           ("seed", args.seed), ("shards", args.shards)):
+            if value is not None:
+                data[key] = value
+        for key in ("epochs", "stop_at_epoch", "batch_size", "strategy", "mixed_precision"):
             if getattr(args, key) is not None:
-                overrides["training"][key] = getattr(args, key)
+                training[key] = getattr(args, key)
         config = task.config(args.preset, overrides)
         return task.train(config, run_dir=args.run_dir)
     return run

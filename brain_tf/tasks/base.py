@@ -89,6 +89,19 @@ def subset(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def new_run(config: dict, run_dir: str | None = None, base: str | None = None) -> RunFolder:
+    """The run folder to write, after starting the config's distribution strategy.
+
+    The strategy is created here because a multi-worker strategy must exist
+    before TensorFlow runs any operation (datasets are built after this).
+    Under ``training.strategy = "multiworker"`` only the chief (see
+    :func:`brain_tf.distribute.is_chief`) gets the real folder; every other
+    worker writes the same files to a temporary folder removed at exit.
+    """
+    from brain_tf.distribute import config_strategy, is_chief, strategy_name
+
+    config_strategy(config)
+    if strategy_name(config) == "multiworker" and not is_chief():
+        return RunFolder(_worker_folder())
     if run_dir:
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
@@ -96,6 +109,27 @@ def new_run(config: dict, run_dir: str | None = None, base: str | None = None) -
     return RunFolder.create(config["task"], base=base or "models")
 
 
-def subject_loader(rows: pd.DataFrame, config: dict, label_values=None) -> ManifestLoader:
-    """The preprocessed subjects of some manifest rows (``len`` and ``loader(i)``)."""
+def subject_loader(rows: pd.DataFrame, config: dict, label_values=None):
+    """The preprocessed subjects of some manifest rows (``len`` and ``loader(i)``).
+
+    With ``data.shards`` set (a folder written by ``brain-tf shard``) the
+    subjects are read from its TFRecord shards, after checking that they were
+    preprocessed with this config; otherwise from the manifest's files.
+    """
+    shards = (config.get("data") or {}).get("shards")
+    if shards:
+        from brain_tf.data.shards import ShardLoader
+
+        return ShardLoader.for_rows(shards, rows, config["preprocess"], label_values)
     return ManifestLoader(rows, config["preprocess"], label_values=label_values)
+
+
+def _worker_folder() -> Path:
+    """A temporary run folder for a non-chief worker, deleted when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="brain_tf_worker_"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

@@ -1,0 +1,95 @@
+"""TFRecord shards: the same subjects as from NIfTI, the index, checks and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brain_tf.cli import main
+from brain_tf.data import load_spec
+from brain_tf.data.shards import ShardLoader, load_index, shard_dataset
+from brain_tf.data.synthetic import synthesize
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.preprocess.loader import ManifestLoader
+from brain_tf.tasks import TASKS
+from brain_tf.tasks.base import subject_loader
+
+PRESET = TASKS["tumor-segmentation"].config("small")
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    spec = synthesize("camcan", root / "data", subjects=3, seed=3, shape=(20, 24, 16))
+    code = main(["shard", "--spec", str(spec), "--out", str(root / "shards"),
+                 "--task", "tumor-segmentation", "--preset", "small",
+                 "--subjects-per-shard", "2"])
+    assert code == 0
+    return load_spec(spec), root / "shards"
+
+
+def test_index_lists_shards_subjects_and_config(sharded):
+    spec, folder = sharded
+    index = json.loads((folder / "index.json").read_text())
+    manifest = spec.manifest()
+    assert index["num_subjects"] == 3
+    assert [s["file"] for s in index["shards"]] == ["shard-00000-of-00002.tfrecord.gz",
+                                                    "shard-00001-of-00002.tfrecord.gz"]
+    assert [len(s["subjects"]) for s in index["shards"]] == [2, 1]
+    assert all((folder / s["file"]).read_bytes()[:2] == b"\x1f\x8b" for s in index["shards"])
+    assert index["preprocess"]["normalise"] == PRESET["preprocess"]["normalise"]
+    first = index["subjects"][manifest["sample"][0]]
+    assert first["shard"] == 0 and first["position"] == 0
+    assert first["image_shape"] == [20, 24, 16, 1]
+    assert first["label"] and first["mask"]
+    assert first["metadata"]["age"] == pytest.approx(float(manifest["age"][0]))
+    assert not list(folder.glob(".*tmp*"))  # atomic writes left nothing behind
+
+
+def test_shards_give_the_nifti_subjects_exactly(sharded):
+    spec, folder = sharded
+    manifest = spec.manifest()
+    nifti = ManifestLoader(manifest, PRESET["preprocess"], label_values=spec.label_values)
+    rows = manifest.iloc[::-1]  # any order of rows
+    shards = subject_loader(rows, {**PRESET, "data": {"shards": str(folder)}},
+                            label_values=spec.label_values)
+    assert isinstance(shards, ShardLoader) and len(shards) == 3
+    for i in range(3):
+        a, b = nifti(2 - i), shards(i)
+        assert b.subject == a.subject == shards.subject_id(i)
+        assert b.image.dtype == np.float32 and b.label.dtype == np.uint8
+        np.testing.assert_array_equal(b.image, a.image)
+        np.testing.assert_array_equal(b.label, a.label)
+        np.testing.assert_array_equal(b.mask, a.mask)
+        np.testing.assert_array_equal(b.affine, a.affine)
+        assert b.spacing == a.spacing
+    assert shards.metadata(0)["sex"] == manifest["sex"].iloc[-1]
+
+
+def test_parallel_tf_data_reading_gives_the_same_arrays(sharded):
+    spec, folder = sharded
+    reference = ShardLoader(folder)
+    seen = {}
+    for item in shard_dataset(folder, num_parallel_reads=2):
+        seen[item["subject"].numpy().decode()] = item
+    assert sorted(seen) == sorted(reference.subjects)
+    for i, sid in enumerate(reference.subjects):
+        expected = reference(i)
+        np.testing.assert_array_equal(seen[sid]["image"].numpy(), expected.image)
+        np.testing.assert_array_equal(seen[sid]["label"].numpy(), expected.label)
+        np.testing.assert_array_equal(seen[sid]["affine"].numpy(), expected.affine)
+
+
+def test_mismatched_config_and_missing_subjects_are_clear_errors(sharded, tmp_path):
+    spec, folder = sharded
+    other = {**PRESET["preprocess"], "normalise": "zscore_mask"}
+    with pytest.raises(ConfigError, match="normalise: shards 'zscore_slice' vs config "
+                                          "'zscore_mask'"):
+        ShardLoader(folder, config=other, label_values=spec.label_values)
+    with pytest.raises(DataError, match="not in the shards"):
+        ShardLoader(folder, subjects=["nobody"])
+    with pytest.raises(DataError, match="not a shard folder"):
+        load_index(tmp_path)
+    assert main(["shard", "--spec", "missing.toml", "--out", str(tmp_path / "o"),
+                 "--task", "tumor-segmentation"]) == 2
+    assert main(["shard", "--spec", "missing.toml", "--out", str(tmp_path / "o")]) == 2

@@ -98,7 +98,8 @@ def fit(model, train_ds, val_ds, config: dict, run):
 
     ``config["training"]`` gives epochs, steps_per_epoch (None: one pass over
     ``train_ds``), monitor, mode, patience, stop_at_epoch, verbose (default: a
-    progress bar on a terminal, one line per epoch otherwise) and strategy.
+    progress bar on a terminal, one line per epoch otherwise), strategy and
+    reduce_lr (ReduceLROnPlateau options, on the same monitored metric).
     ``train_ds`` yields global batches (the config's batch size), which the
     strategy splits across replicas.
     """
@@ -106,6 +107,10 @@ def fit(model, train_ds, val_ds, config: dict, run):
     callbacks = run_callbacks(run.path, monitor=tr.get("monitor", "val_loss"),
                               mode=tr.get("mode", "auto"), patience=tr.get("patience"),
                               stop_at_epoch=tr.get("stop_at_epoch"))
+    if tr.get("reduce_lr"):  # e.g. {factor = 0.5, patience = 3}, on the monitored metric
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=tr.get("monitor", "val_loss"), mode=tr.get("mode", "auto"),
+            **tr["reduce_lr"]))
     verbose = tr.get("verbose", 1 if sys.stdout.isatty() else 2)
     strategy = config_strategy(config)
     if is_multi_worker(strategy):

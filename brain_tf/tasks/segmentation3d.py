@@ -5,6 +5,21 @@ validation split, then predict every test subject whole with Gaussian-blended
 sliding windows and report Dice, sensitivity, specificity and HD95 (mm) per
 label. Metrics are computed on the preprocessed grid (for the tumour task that
 is the original grid).
+
+Summaries over subjects: distances (HD95, ASD) are infinite for a subject whose
+prediction or reference of a label is empty (see
+:mod:`brain_tf.evaluation.segmentation`); the summary averages the finite
+values and reports how many subjects had none (``hd95_undefined``), so one
+missed structure neither hides nor turns the mean into ``inf``. The
+per-subject CSV keeps every value as computed.
+
+Config sections used here: ``data``, ``preprocess``, ``sampler`` (a
+:class:`PatchSampler` plus ``patch_size``), ``augment``, ``model``, ``loss``,
+``metrics``, ``optimizer``, ``training`` (epochs, steps_per_epoch, batch_size,
+val_patches, monitor, mode, patience, ...), ``inference`` (the sliding
+window), optional ``regions`` (name -> label indices evaluated together) and
+optional ``evaluation.volumes_csv`` (a CSV of predicted and reference volumes
+per subject, e.g. the tissue task's ``test_tissue_volumes.csv``).
 """
 
 from __future__ import annotations
@@ -17,7 +32,7 @@ import pandas as pd
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation.segmentation import segmentation_metrics
 from brain_tf.inference import sliding_window_predict, to_label_map
-from brain_tf.io import load_modalities, save_volume
+from brain_tf.io import load_modalities, load_volume, save_volume
 from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.sampling import PatchSampler
 from brain_tf.preprocess.labels import indices_to_values
@@ -88,8 +103,81 @@ def train(config: dict, run_dir: str | None = None) -> RunFolder:
     return run
 
 
+DISTANCES = ("hd95_mm", "asd_mm")
+
+
+def summarise(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """Per-label means over subjects of a :func:`segmentation_metrics` table (with a
+    ``subject`` column); distances are averaged over their finite values only and
+    ``hd95_undefined`` counts the subjects whose HD95 was infinite or undefined."""
+    rows = {}
+    for name, group in per_subject.groupby("label", sort=False):
+        values = group.drop(columns=["subject", "label"], errors="ignore")
+        row = values.mean(numeric_only=True)
+        for column in DISTANCES:
+            if column in values:
+                column_values = values[column].astype(float)
+                finite = column_values[np.isfinite(column_values)]
+                row[column] = finite.mean() if len(finite) else float("nan")
+        if "hd95_mm" in values:
+            row["hd95_undefined"] = int((~np.isfinite(values["hd95_mm"].astype(float))).sum())
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
+def _flat(summary: pd.DataFrame, keys=("dice", "sensitivity", "specificity", "hd95_mm",
+                                         "hd95_undefined")) -> dict:
+    """``{metric}_{label}`` entries (e.g. ``dice_csf``, ``hd95_mm_csf``) of a summary."""
+    out = {}
+    for name, row in summary.iterrows():
+        for key in keys:
+            if key in row and pd.notna(row[key]):
+                value = row[key]
+                out[f"{key}_{name}"] = int(value) if key == "hd95_undefined" else float(value)
+    return out
+
+
+def _volume_summary(volumes: pd.DataFrame, names) -> dict:
+    """Mean absolute error of predicted vs reference volumes (ml) and fractions per label."""
+    out = {}
+    for name in names:
+        for kind, unit in (("ml", "ml"), ("fraction", "fraction")):
+            pred, ref = volumes[f"{name}_{kind}_pred"], volumes[f"{name}_{kind}_ref"]
+            out[f"volume_mae_{unit}_{name}"] = float(np.nanmean(np.abs(pred - ref)))
+        out[f"volume_ref_mean_ml_{name}"] = float(volumes[f"{name}_ml_ref"].mean())
+    return out
+
+
+def _volume_pair(subject, pred, class_names: dict) -> dict:
+    """Predicted and reference volumes and fractions of one subject (preprocessed grid)."""
+    from brain_tf.tasks.tissue_volumes import volume_row
+
+    row = {"subject": subject.subject}
+    predicted = volume_row(pred, subject.spacing, class_names)
+    reference = volume_row(subject.label, subject.spacing, class_names)
+    for key in predicted:
+        row[f"{key}_pred"] = predicted[key]
+        row[f"{key}_ref"] = reference[key]
+    return row
+
+
+def _print_summary(summary: pd.DataFrame, subjects: int, mean_dice: float) -> None:
+    print(f"test split ({subjects} subjects): mean Dice {mean_dice:.3f}")
+    for name, row in summary.iterrows():
+        undefined = int(row.get("hd95_undefined", 0))
+        note = f" (undefined for {undefined} of {subjects} subjects)" if undefined else ""
+        print(f"  {name:>18}: Dice {row['dice']:.3f}  sensitivity {row['sensitivity']:.3f}  "
+              f"specificity {row['specificity']:.4f}  HD95 {row['hd95_mm']:.1f} mm{note}")
+
+
 def evaluate(run_path, model=None, root: str | None = None) -> dict:
-    """Predict every test subject whole; write per-subject CSV, metrics.json and an overlay."""
+    """Predict every test subject whole; write per-subject CSV, metrics.json and an overlay.
+
+    metrics.json holds ``subjects``, ``mean_dice`` (over the labels other than
+    background), ``per_label`` (the summary of :func:`summarise`), flat
+    ``{metric}_{label}`` keys and, with ``evaluation.volumes_csv``, the volume
+    errors ``volume_mae_ml_{label}``.
+    """
     run = RunFolder.open(run_path)
     config = run.load_config()
     if root:
@@ -104,7 +192,8 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
     num_classes = len(spec.labels)
     class_names = {name: i for i, name in enumerate(spec.labels) if i > 0}
     regions = {**class_names, **config.get("regions", {})}
-    tables = []
+    volumes_csv = config.get("evaluation", {}).get("volumes_csv")
+    tables, volume_rows = [], []
     for i in range(len(loader)):
         subject = loader(i)
         probs = sliding_window_predict(model, subject.image, **_window(config))
@@ -112,20 +201,26 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
         table = segmentation_metrics(pred, subject.label, regions, spacing=subject.spacing)
         table.insert(0, "subject", subject.subject)
         tables.append(table)
+        if volumes_csv:
+            volume_rows.append(_volume_pair(subject, pred, class_names))
         if i == 0:
             plots.segmentation_overlay(subject.image[..., 0], pred, run / "overlay.png",
                                        reference=subject.label, title=subject.subject)
     per_subject = pd.concat(tables, ignore_index=True)
     run.save_table("test_per_subject.csv", per_subject)
-    summary = per_subject.drop(columns="subject").groupby("label", sort=False).mean(numeric_only=True)
-    metrics = {"subjects": len(loader),
-               "per_label": {name: row.dropna().to_dict() for name, row in summary.iterrows()},
-               "mean_dice": float(summary["dice"].mean())}
+    summary = summarise(per_subject)
+    mean_dice = float(summary["dice"].mean())
+    metrics = {"subjects": len(loader), "mean_dice": mean_dice, **_flat(summary),
+               "per_label": {name: row.dropna().to_dict() for name, row in summary.iterrows()}}
+    if volumes_csv:
+        volumes = pd.DataFrame(volume_rows)
+        run.save_table(volumes_csv, volumes)
+        metrics.update(_volume_summary(volumes, class_names))
     run.save_json("metrics.json", metrics)
-    print(f"test split ({len(loader)} subjects): mean Dice {metrics['mean_dice']:.3f}")
-    for name, row in summary.iterrows():
-        print(f"  {name:>16}: Dice {row['dice']:.3f}  sensitivity {row['sensitivity']:.3f}  "
-              f"specificity {row['specificity']:.4f}  HD95 {row['hd95_mm']:.1f} mm")
+    _print_summary(summary, len(loader), mean_dice)
+    if volumes_csv:
+        print("  volume error (mean |predicted - reference|): " + ", ".join(
+            f"{n} {metrics[f'volume_mae_ml_{n}']:.1f} ml" for n in class_names))
     return metrics
 
 
@@ -140,24 +235,33 @@ def _load_predictor(model_path, config=None):
     return SavedModelPredictor(path), config or RunFolder.open(run_dir).load_config()
 
 
-def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> list[Path]:
+def predict(model_path, inputs, out, uncertainty: bool = False, config=None,
+            masks=None) -> list[Path]:
     """Segment NIfTI scans with a trained run; labels keep the input's grid and affine.
 
     ``model_path`` is a run folder or its ``saved_model/`` (the exported SavedModel is
     used) or a ``.keras`` file. Each input is one 4D file or, for several modalities,
     a comma-separated list of 3D files in the order of the training spec's channels.
+    ``masks`` gives a brain mask file per input (None entries allowed) for runs whose
+    preprocessing uses one; without it, such runs compute a mask from the image when
+    their preprocessing has ``mask = "auto"`` and raise ConfigError otherwise.
     """
     if uncertainty:
         raise ConfigError("--uncertainty needs a model with MC dropout; the segmentation "
                           "U-Nets have none (use --tta style averaging in the config instead)")
+    masks = list(masks) if masks is not None else [None] * len(inputs)
+    if len(masks) != len(inputs):
+        raise ConfigError(f"got {len(masks)} masks for {len(inputs)} inputs; give one per input")
     model, config = _load_predictor(model_path, config)
     label_values = list(config["labels"].values())
     out = Path(out)
     written = []
-    for item in inputs:
+    for item, mask_path in zip(inputs, masks):
         paths = item.split(",")
         volume = load_modalities(paths)
-        pre = preprocess_subject(volume, None, None, config["preprocess"], label_values)
+        mask = _input_mask(mask_path, config["preprocess"], paths[0])
+        pre = preprocess_subject(volume, None, mask, config["preprocess"], label_values,
+                                 subject=paths[0])
         probs = sliding_window_predict(model, pre.image, **_window(config))
         indices = _label_map(probs, config, len(label_values))
         if indices.shape != volume.shape[:3] or not np.allclose(pre.affine, volume.affine):
@@ -168,6 +272,17 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
                                    header=volume.header))
         print(f"{paths[0]} -> {written[-1]}")
     return written
+
+
+def _input_mask(mask_path, preprocess: dict, where: str):
+    """The brain mask of a prediction input, or None; ConfigError when one is needed."""
+    if mask_path:
+        return load_volume(mask_path, ndim=3)
+    needs_mask = preprocess.get("apply_mask") or preprocess.get("normalise") == "zscore_mask"
+    if needs_mask and preprocess.get("mask", "given") != "auto":
+        raise ConfigError(f"{where}: this model's preprocessing needs a brain mask; pass one "
+                          "per input (masks=...) or set preprocess.mask = \"auto\"")
+    return None
 
 
 def _back_to_input(indices, affine, volume):

@@ -11,17 +11,22 @@ from brain_tf.errors import ConfigError
 from brain_tf.models.blocks import check_input_shape, dense_head
 from brain_tf.models.cnn3d import dropout_layer
 from brain_tf.models.freezing import freeze_up_to
-from brain_tf.models.resnet_encoder import resnet50_backbone
+from brain_tf.models.resnet_encoder import build_backbone
 
 BACKBONE_OUTPUT = "conv5_block3_out"
 """Last layer of the ResNet-50 backbone (frozen with ``freeze="all"``; Grad-CAM layer)."""
 
 
 def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str, int] = 3, *,
-                      weights: str | os.PathLike | None = None, freeze: str = "none",
+                      weights: str | os.PathLike | None = None, backbone: str = "resnet50",
+                      width: int = 64, freeze: str = "none",
                       dropout: float = 0.0, mc_dropout: bool = False,
                       name: str = "resnet_classifier") -> keras.Model:
     """ResNet-50 without top -> global average pool -> dropout -> softmax head(s).
+
+    ``backbone="resnet34"`` with a small ``width`` (e.g. 16) gives the same
+    layout (and layer names, ``conv5_block3_out`` included) at a fraction of
+    the cost, for small inputs and CPUs.
 
     Args:
         input_shape: ``(rows, cols, channels)``; 3 channels for ImageNet weights.
@@ -31,7 +36,10 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
             keyed by head name and each output layer carries that name.
         weights: None, ``"imagenet"`` (downloads Keras' weights; offline this
             raises ModelError asking for a local file) or a path to a weights
-            file saved from ``keras.applications.ResNet50(include_top=False)``.
+            file saved from ``keras.applications.ResNet50(include_top=False)``
+            (or from the chosen ResNet-34 backbone).
+        backbone: ``"resnet50"`` (default) or ``"resnet34"``.
+        width: first-stage filters of a ResNet-34 backbone (64 is ResNet-34).
         freeze: ``"none"``, ``"all"`` (the whole backbone, up to
             ``conv5_block3_out``) or a layer name to freeze up to.
         dropout: Dropout rate before the heads (layer ``dropout``).
@@ -48,8 +56,8 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
     else:
         heads = {"head": num_outputs}
     inputs = keras.Input(shape, name="input")
-    backbone = resnet50_backbone(inputs, weights)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    encoder = build_backbone(backbone, inputs, weights, width=width)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(encoder.output)
     if dropout > 0 or mc_dropout:
         x = dropout_layer(dropout, mc=mc_dropout, name="dropout")(x)
     outputs = {head: dense_head(x, classes, "softmax", name=head)

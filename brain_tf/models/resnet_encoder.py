@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from brain_tf.errors import ModelError
+from brain_tf.errors import ConfigError, ModelError
 
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RESNET50_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -101,9 +101,14 @@ def basic_block(x, filters: int, *, strides: int = 1, name: str):
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def resnet34_backbone(inputs, weights: str | os.PathLike | None = None) -> keras.Model:
+def resnet34_backbone(inputs, weights: str | os.PathLike | None = None,
+                      width: int = 64) -> keras.Model:
     """ResNet-34 without top on the tensor ``inputs`` (7x7/2 stem, 3x3/2
     max-pool, basic blocks [3, 4, 6, 3] with 64/128/256/512 filters).
+
+    ``width`` scales the filters (stem and stages ``width * (1, 2, 4, 8)``);
+    64 is ResNet-34, smaller widths give the same layout for small inputs and
+    CPUs (16 costs about 1/16 of the computation).
 
     ``weights``: None or a path to a weights file saved from this backbone
     (``backbone.save_weights("x.weights.h5")``). Keras has no ImageNet
@@ -112,13 +117,16 @@ def resnet34_backbone(inputs, weights: str | os.PathLike | None = None) -> keras
     if weights == "imagenet":
         raise ModelError("Keras ships no ImageNet ResNet-34 weights; pass a local ResNet-34 "
                          "weights file, weights=None, or backbone='resnet50' for ImageNet")
-    x = keras.layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False,
+    if int(width) < 1:
+        raise ConfigError(f"resnet34 width must be a positive number of filters, got {width}")
+    filters = [int(width) * f // RESNET34_FILTERS[0] for f in RESNET34_FILTERS]
+    x = keras.layers.Conv2D(filters[0], 7, strides=2, padding="same", use_bias=False,
                             name="conv1_conv")(inputs)
     x = keras.layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
-    for stage, (filters, blocks) in enumerate(zip(RESNET34_FILTERS, RESNET34_BLOCKS), start=2):
+    for stage, (stage_filters, blocks) in enumerate(zip(filters, RESNET34_BLOCKS), start=2):
         for b in range(1, blocks + 1):
-            x = basic_block(x, filters, strides=2 if (b == 1 and stage > 2) else 1,
+            x = basic_block(x, stage_filters, strides=2 if (b == 1 and stage > 2) else 1,
                             name=f"conv{stage}_block{b}")
     backbone = keras.Model(inputs, x, name="resnet34")
     if weights is not None:
@@ -136,3 +144,17 @@ def _load(model: keras.Model, path: str) -> None:
 
 
 BACKBONES = {"resnet34": resnet34_backbone, "resnet50": resnet50_backbone}
+
+
+def build_backbone(name: str, inputs, weights: str | os.PathLike | None = None,
+                   width: int = 64) -> keras.Model:
+    """The backbone ``name`` ("resnet34" or "resnet50") on ``inputs``; ``width``
+    (filters of the first stage) is adjustable for ResNet-34 only."""
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)}")
+    if name == "resnet34":
+        return resnet34_backbone(inputs, weights, width=width)
+    if int(width) != 64:
+        raise ConfigError(f"{name} has a fixed width (64); width={width} needs "
+                          "backbone='resnet34'")
+    return BACKBONES[name](inputs, weights)

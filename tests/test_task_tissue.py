@@ -1,0 +1,173 @@
+"""Tissue segmentation and tissue volumes end to end on a tiny synthetic Cam-CAN-layout dataset."""
+
+import argparse
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brain_tf.data import load_spec
+from brain_tf.data.synthetic import synthesize
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.io import save_volume
+from brain_tf.tasks import TASKS
+from brain_tf.tasks.segmentation3d import predict
+from brain_tf.tasks.tissue_volumes import run as volumes_run
+from brain_tf.tasks.tissue_volumes import subject_name, tissue_volumes_table
+
+TINY = {
+    "preprocess": {"spacing": [12.0, 12.0, 12.0], "shape": [16, 16, 16]},
+    "sampler": {"patch_size": [16, 16, 16], "mode": "uniform", "patches_per_subject": 1},
+    "augment": {"preset": "none"},
+    "model": {"depth": 3, "base_filters": 4},
+    "training": {"epochs": 4, "stop_at_epoch": 2, "steps_per_epoch": 2, "batch_size": 2,
+                 "val_patches": 1, "verbose": 0},
+    "inference": {"patch_size": [16, 16, 16], "overlap": 0.0, "batch_size": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tissue")
+    spec = synthesize("camcan", root / "data", subjects=5, seed=2, shape=(24, 28, 24))
+    task = TASKS["tissue-segmentation"]
+    config = task.config("small", {**TINY, "data": {"spec": str(spec)}})
+    run = task.train(config, run_dir=str(root / "run"))
+    return root, run
+
+
+def test_run_folder_and_metrics(trained):
+    _, run = trained
+    for name in ("model.keras", "saved_model/saved_model.pb", "config.toml", "splits.csv",
+                 "history.csv", "metrics.json", "test_per_subject.csv",
+                 "test_tissue_volumes.csv", "learning_curves.png", "overlay.png"):
+        assert (run / name).exists(), name
+    assert len(run.history) == 2  # stop-at-epoch 2 of 4
+    assert {"val_dice", "val_dice_csf", "val_dice_gm", "val_dice_wm"} <= set(run.history.columns)
+    metrics = run.load_json("metrics.json")
+    per_subject = pd.read_csv(run / "test_per_subject.csv")
+    assert metrics["subjects"] == 1 and set(per_subject["label"]) == {"csf", "gm", "wm"}
+    for name in ("csf", "gm", "wm"):
+        row = per_subject[per_subject["label"] == name].iloc[0]
+        assert metrics[f"dice_{name}"] == pytest.approx(row["dice"])
+        undefined = int(not np.isfinite(row["hd95_mm"]))
+        assert metrics[f"hd95_undefined_{name}"] == undefined
+        assert ("hd95_mm" in metrics["per_label"][name]) == (not undefined)
+    assert metrics["mean_dice"] == pytest.approx(np.mean(
+        [metrics[f"dice_{n}"] for n in ("csf", "gm", "wm")]))
+
+
+def test_evaluation_volumes_match_reference_counts(trained):
+    root, run = trained
+    volumes = pd.read_csv(run / "test_tissue_volumes.csv")
+    splits = pd.read_csv(run / "splits.csv")
+    test_id = splits.loc[splits["split"] == "test", "sample"].iloc[0]
+    assert volumes["subject"].tolist() == [test_id]
+    # reference volumes: counts on the 16^3 grid of 12 mm voxels (1.728 ml each)
+    from brain_tf.tasks.base import subject_loader
+
+    config = run.load_config()
+    config["data"]["splits_csv"] = str(run / "splits.csv")
+    spec = load_spec(root / "data" / "spec.toml")
+    rows = spec.manifest()
+    rows = rows[rows["sample"] == test_id]
+    subject = subject_loader(rows, config, spec.label_values)(0)
+    counts = {n: int((subject.label == v).sum()) for n, v in (("csf", 1), ("gm", 2), ("wm", 3))}
+    for name, count in counts.items():
+        assert volumes.loc[0, f"{name}_ml_ref"] == pytest.approx(count * 1.728)
+        assert volumes.loc[0, f"{name}_fraction_ref"] == pytest.approx(
+            count / sum(counts.values()))
+    metrics = run.load_json("metrics.json")
+    for name in counts:
+        error = abs(volumes.loc[0, f"{name}_ml_pred"] - volumes.loc[0, f"{name}_ml_ref"])
+        assert metrics[f"volume_mae_ml_{name}"] == pytest.approx(error)
+
+
+def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
+    root, run = trained
+    scan = sorted((root / "data" / "images").glob("sub-*_T1w_unbiased.nii.gz"))[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "brain_tf.cli", "tissue-segmentation", "predict",
+         "--model", str(run.path), str(scan), "--out", str(tmp_path / "cli")],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    written = tmp_path / "cli" / (scan.name.split(".nii")[0] + "_seg.nii.gz")
+    img, source = nib.load(str(written)), nib.load(str(scan))
+    np.testing.assert_allclose(img.affine, source.affine)
+    assert img.shape == source.shape[:3]
+    labels = np.asarray(img.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    again = predict(run / "model.keras", [str(scan)], tmp_path / "keras", config=run.load_config())
+    np.testing.assert_array_equal(np.asarray(nib.load(str(again[0])).dataobj), labels)
+    # the volumes of the predicted map, through the tissue-volumes command
+    csv = tmp_path / "volumes.csv"
+    volumes_run(argparse.Namespace(spec=None, root=None, labelmaps=[str(written)], out=str(csv)))
+    table = pd.read_csv(csv)
+    voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000
+    assert table.loc[0, "subject"] == scan.name.split(".nii")[0]
+    assert table.loc[0, "gm_ml"] == pytest.approx((labels == 2).sum() * voxel_ml)
+
+
+def test_predict_needs_a_mask_when_preprocessing_does(trained, tmp_path):
+    root, run = trained
+    config = run.load_config()
+    config["preprocess"]["mask"] = "given"
+    scan = sorted((root / "data" / "images").glob("*.nii.gz"))[0]
+    with pytest.raises(ConfigError, match="needs a brain mask"):
+        predict(run / "model.keras", [str(scan)], tmp_path, config=config)
+    mask = root / "data" / "masks" / scan.name.replace("_unbiased", "_brain_mask")
+    written = predict(run / "model.keras", [str(scan)], tmp_path, config=config, masks=[str(mask)])
+    assert written[0].exists()
+
+
+def test_tissue_volumes_hand_computed(tmp_path):
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels.flat[:10] = 1
+    labels.flat[10:30] = 2
+    labels.flat[30:60] = 3
+    path = save_volume(labels, tmp_path / "sub-7_T1w_seg.nii.gz",
+                       affine=np.diag([2.0, 1.0, 3.0, 1.0]))  # 6 mm^3 = 0.006 ml per voxel
+    table = tissue_volumes_table([path])
+    assert subject_name(path) == "sub-7_T1w"
+    row = table.iloc[0]
+    assert row["subject"] == "sub-7_T1w"
+    assert (row["csf_ml"], row["gm_ml"], row["wm_ml"]) == pytest.approx((0.06, 0.12, 0.18))
+    assert (row["csf_fraction"], row["gm_fraction"], row["wm_fraction"]) == pytest.approx(
+        (1 / 6, 2 / 6, 3 / 6))
+    # other label names and values
+    custom = tissue_volumes_table([path], {"background": 0, "grey": 2})
+    assert list(custom.columns) == ["subject", "path", "grey_ml", "grey_fraction"]
+    assert custom.loc[0, "grey_ml"] == pytest.approx(0.12) and custom.loc[0, "grey_fraction"] == 1
+
+
+def test_tissue_volumes_of_a_spec_and_errors(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "ref.csv"
+    volumes_run(argparse.Namespace(spec=str(root / "data" / "spec.toml"), root=None,
+                                   labelmaps=[], out=str(out)))
+    table = pd.read_csv(out)
+    assert len(table) == 5
+    first = nib.load(table.loc[0, "path"])
+    seg = np.asarray(first.dataobj)
+    voxel_ml = float(np.prod(first.header.get_zooms()[:3])) / 1000
+    assert table.loc[0, "wm_ml"] == pytest.approx((seg == 3).sum() * voxel_ml)
+    assert table[["csf_fraction", "gm_fraction", "wm_fraction"]].sum(axis=1).to_numpy() == \
+        pytest.approx(np.ones(5))
+    empty = save_volume(np.zeros((3, 3, 3), np.uint8), tmp_path / "empty_seg.nii.gz",
+                        affine=np.eye(4))
+    with pytest.raises(DataError, match="empty_seg.nii.gz: the label map has none"):
+        tissue_volumes_table([empty])
+    with pytest.raises(ConfigError, match="either --spec"):
+        volumes_run(argparse.Namespace(spec=str(root / "data" / "spec.toml"), root=None,
+                                       labelmaps=[str(empty)], out=str(out)))
+
+
+def test_cli_error_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "brain_tf.cli", "tissue-segmentation", "predict",
+                          "--model", str(tmp_path), "x.nii.gz", "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ")

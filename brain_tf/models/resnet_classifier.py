@@ -19,7 +19,7 @@ BACKBONE_OUTPUT = "conv5_block3_out"
 
 def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str, int] = 3, *,
                       weights: str | os.PathLike | None = None, backbone: str = "resnet50",
-                      width: int = 64, freeze: str = "none",
+                      width: int = 64, blocks=None, freeze: str = "none",
                       dropout: float = 0.0, mc_dropout: bool = False,
                       name: str = "resnet_classifier") -> keras.Model:
     """ResNet-50 without top -> global average pool -> dropout -> softmax head(s).
@@ -40,6 +40,9 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
             (or from the chosen ResNet-34 backbone).
         backbone: ``"resnet50"`` (default) or ``"resnet34"``.
         width: first-stage filters of a ResNet-34 backbone (64 is ResNet-34).
+        blocks: basic blocks per stage of a ResNet-34 backbone ([2, 2, 2, 2]
+            is ResNet-18); the backbone's last layer is then
+            ``conv5_block{blocks[3]}_out``.
         freeze: ``"none"``, ``"all"`` (the whole backbone, up to
             ``conv5_block3_out``) or a layer name to freeze up to.
         dropout: Dropout rate before the heads (layer ``dropout``).
@@ -56,7 +59,7 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
     else:
         heads = {"head": num_outputs}
     inputs = keras.Input(shape, name="input")
-    encoder = build_backbone(backbone, inputs, weights, width=width)
+    encoder = build_backbone(backbone, inputs, weights, width=width, blocks=blocks)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(encoder.output)
     if dropout > 0 or mc_dropout:
         x = dropout_layer(dropout, mc=mc_dropout, name="dropout")(x)
@@ -66,7 +69,7 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
         outputs = outputs["head"]
     model = keras.Model(inputs, outputs, name=name)
     if freeze == "all":
-        freeze_up_to(model, BACKBONE_OUTPUT)
+        freeze_up_to(model, encoder.layers[-1].name)
     elif freeze != "none":
         freeze_up_to(model, freeze)
     return model

@@ -102,13 +102,15 @@ def basic_block(x, filters: int, *, strides: int = 1, name: str):
 
 
 def resnet34_backbone(inputs, weights: str | os.PathLike | None = None,
-                      width: int = 64) -> keras.Model:
+                      width: int = 64, blocks=RESNET34_BLOCKS) -> keras.Model:
     """ResNet-34 without top on the tensor ``inputs`` (7x7/2 stem, 3x3/2
     max-pool, basic blocks [3, 4, 6, 3] with 64/128/256/512 filters).
 
     ``width`` scales the filters (stem and stages ``width * (1, 2, 4, 8)``);
     64 is ResNet-34, smaller widths give the same layout for small inputs and
-    CPUs (16 costs about 1/16 of the computation).
+    CPUs (16 costs about 1/16 of the computation). ``blocks`` are the basic
+    blocks per stage ([2, 2, 2, 2] is the ResNet-18 layout); the stage
+    outputs are then named after each stage's last block (see :func:`skip_layers`).
 
     ``weights``: None or a path to a weights file saved from this backbone
     (``backbone.save_weights("x.weights.h5")``). Keras has no ImageNet
@@ -119,19 +121,40 @@ def resnet34_backbone(inputs, weights: str | os.PathLike | None = None,
                          "weights file, weights=None, or backbone='resnet50' for ImageNet")
     if int(width) < 1:
         raise ConfigError(f"resnet34 width must be a positive number of filters, got {width}")
+    blocks = _check_blocks(blocks)
     filters = [int(width) * f // RESNET34_FILTERS[0] for f in RESNET34_FILTERS]
     x = keras.layers.Conv2D(filters[0], 7, strides=2, padding="same", use_bias=False,
                             name="conv1_conv")(inputs)
     x = keras.layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
-    for stage, (stage_filters, blocks) in enumerate(zip(filters, RESNET34_BLOCKS), start=2):
-        for b in range(1, blocks + 1):
+    for stage, (stage_filters, count) in enumerate(zip(filters, blocks), start=2):
+        for b in range(1, count + 1):
             x = basic_block(x, stage_filters, strides=2 if (b == 1 and stage > 2) else 1,
                             name=f"conv{stage}_block{b}")
     backbone = keras.Model(inputs, x, name="resnet34")
     if weights is not None:
         _load(backbone, check_weights_file(weights))
     return backbone
+
+
+def _check_blocks(blocks) -> tuple[int, ...]:
+    blocks = tuple(int(b) for b in blocks)
+    if len(blocks) != 4 or min(blocks) < 1:
+        raise ConfigError(f"resnet34 blocks must be 4 positive counts (one per stage), "
+                          f"got {blocks}")
+    return blocks
+
+
+def skip_layers(backbone: str, blocks=None) -> tuple[str, ...]:
+    """The layers at 1/2 ... 1/32 of the input size of ``backbone`` (ResNet-34 with
+    ``blocks`` per stage, default [3, 4, 6, 3])."""
+    if backbone == "resnet34" and blocks is not None:
+        blocks = _check_blocks(blocks)
+        return ("conv1_relu",) + tuple(f"conv{stage}_block{n}_out"
+                                       for stage, n in enumerate(blocks, start=2))
+    if backbone not in SKIP_LAYERS:
+        raise ConfigError(f"unknown backbone {backbone!r}; use one of {', '.join(SKIP_LAYERS)}")
+    return SKIP_LAYERS[backbone]
 
 
 def _load(model: keras.Model, path: str) -> None:
@@ -147,14 +170,16 @@ BACKBONES = {"resnet34": resnet34_backbone, "resnet50": resnet50_backbone}
 
 
 def build_backbone(name: str, inputs, weights: str | os.PathLike | None = None,
-                   width: int = 64) -> keras.Model:
+                   width: int = 64, blocks=None) -> keras.Model:
     """The backbone ``name`` ("resnet34" or "resnet50") on ``inputs``; ``width``
-    (filters of the first stage) is adjustable for ResNet-34 only."""
+    (filters of the first stage) and ``blocks`` (per stage) are adjustable for
+    ResNet-34 only."""
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)}")
     if name == "resnet34":
-        return resnet34_backbone(inputs, weights, width=width)
-    if int(width) != 64:
-        raise ConfigError(f"{name} has a fixed width (64); width={width} needs "
+        return resnet34_backbone(inputs, weights, width=width,
+                                 blocks=RESNET34_BLOCKS if blocks is None else blocks)
+    if int(width) != 64 or blocks is not None:
+        raise ConfigError(f"{name} has a fixed layout; width and blocks need "
                           "backbone='resnet34'")
     return BACKBONES[name](inputs, weights)

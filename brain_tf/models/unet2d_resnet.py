@@ -16,13 +16,13 @@ from brain_tf.models.blocks import (
     output_head,
 )
 from brain_tf.models.freezing import freeze_up_to
-from brain_tf.models.resnet_encoder import BACKBONES, SKIP_LAYERS, build_backbone
+from brain_tf.models.resnet_encoder import BACKBONES, build_backbone, skip_layers
 from brain_tf.models.unet import decoder
 
 
 def unet2d_resnet(input_shape=(256, 256, 3), num_outputs: int = 2, *,
                   backbone: str = "resnet34", weights: str | os.PathLike | None = None,
-                  encoder_width: int = 64,
+                  encoder_width: int = 64, encoder_blocks=None,
                   depth: int = 5, base_filters: int = 16, norm: str = "batch",
                   upsampling: str = "transpose", dropout: float = 0.0,
                   freeze_encoder: bool = False, output_activation: str = "softmax",
@@ -46,6 +46,8 @@ def unet2d_resnet(input_shape=(256, 256, 3), num_outputs: int = 2, *,
             (ResNet-50 only; needs internet, else ModelError).
         encoder_width: first-stage filters of a ResNet-34 encoder (64; smaller
             for small inputs and CPUs, see ``resnet34_backbone``).
+        encoder_blocks: basic blocks per stage of a ResNet-34 encoder (default
+            [3, 4, 6, 3]; [2, 2, 2, 2] is ResNet-18).
         depth: encoder levels used, 2..5.
         freeze_encoder: make the encoder layers non-trainable (a frozen first
             epoch, as in system D); unfreeze later with
@@ -61,8 +63,9 @@ def unet2d_resnet(input_shape=(256, 256, 3), num_outputs: int = 2, *,
     check_activation(output_activation, num_outputs)
     check_divisible(shape, [2 ** depth] * 2, model=name, depth=depth)
     inputs = keras.Input(shape, name="input")
-    encoder = build_backbone(backbone, inputs, weights, width=encoder_width)
-    names = SKIP_LAYERS[backbone][:depth]
+    encoder = build_backbone(backbone, inputs, weights, width=encoder_width,
+                             blocks=encoder_blocks)
+    names = skip_layers(backbone, encoder_blocks)[:depth]
     features = [encoder.get_layer(n).output for n in names]
     stages = [(level, features[level - 2] if level >= 2 else None,
                int(base_filters) * 2 ** (level - 1)) for level in range(depth, 0, -1)]

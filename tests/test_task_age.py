@@ -16,7 +16,7 @@ from brain_tf.data import load_spec
 from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError
 from brain_tf.tasks import TASKS
-from brain_tf.tasks import volume_level
+from brain_tf.tasks import age_features, volume_level
 
 TINY_CNN = {
     "preprocess": {"spacing": [8.0, 8.0, 8.0], "shape": [16, 16, 16]},
@@ -79,7 +79,7 @@ def test_standardised_targets_are_converted_back():
 def test_cnn_predict_from_saved_model_in_fresh_process(cnn_run, tmp_path):
     root, run, manifest = cnn_run
     test_subject = manifest[manifest["split"] == "test"].iloc[0]
-    scan = test_subject["image_T1"]
+    scan = f"{test_subject['image_T1']},{test_subject['mask']}"  # small: brain-extracted
     out = subprocess.run(
         [sys.executable, "-m", "brain_tf.cli", "age-regression", "predict",
          "--model", str(run.path), scan, "--out", str(tmp_path / "cli")],
@@ -87,6 +87,7 @@ def test_cnn_predict_from_saved_model_in_fresh_process(cnn_run, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     cli = pd.read_csv(tmp_path / "cli" / "predictions.csv")
     assert list(cli.columns) == ["subject", "input", "predicted_age"]
+    assert cli["input"][0] == test_subject["image_T1"]
     keras = pd.read_csv(TASKS["age-regression"].predict(
         run / "model.keras", [scan], tmp_path / "keras.csv", config=run.load_config())[0])
     np.testing.assert_allclose(cli["predicted_age"], keras["predicted_age"], rtol=1e-4)
@@ -169,3 +170,20 @@ def test_features_uncertainty_needs_bayesian_ridge(features_run, tmp_path):
     else:
         with pytest.raises(ConfigError, match="bayesian_ridge"):
             TASKS["age-regression"].predict(run.path, [label], tmp_path, uncertainty=True)
+
+
+def test_features_from_a_tissue_run(features_run, monkeypatch, tmp_path):
+    _, run, manifest = features_run
+    rows = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    calls = []
+
+    def segment(tissue_run, images, out):  # stands in for the tissue run's predictions
+        calls.append((tissue_run, images, out))
+        return list(rows["label"])
+
+    monkeypatch.setattr(age_features, "segment_images", segment)
+    config = {**run.load_config(), "features": {"tissue_run": "RUN"}}
+    table = age_features.features_table(rows, config, tmp_path)
+    assert calls == [("RUN", list(rows["image_T1"]), tmp_path / "tissue_maps")]
+    expected = pd.read_csv(run / "test_per_subject.csv")
+    np.testing.assert_allclose(table["gm_fraction"], expected["gm_fraction"])

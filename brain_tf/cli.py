@@ -15,11 +15,7 @@ Errors a user can cause print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
-# Quiet TensorFlow's C++ start-up logs (a user's own setting wins).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from brain_tf.errors import BrainTFError
 
@@ -155,6 +151,22 @@ def _shard_args(p):
 
 
 _shard.add_arguments = _shard_args
+
+
+@command("tissue-volumes", "CSF/GM/WM volumes (ml and fractions) per subject from label maps, to CSV")
+def _tissue_volumes(args):
+    from brain_tf.tasks import tissue_volumes
+
+    return tissue_volumes.run(args)
+
+
+def _tissue_volumes_args(p):
+    from brain_tf.tasks import tissue_volumes
+
+    tissue_volumes.add_arguments(p)
+
+
+_tissue_volumes.add_arguments = _tissue_volumes_args
 
 
 @command("demo", "the quick-start job: synthetic BraTS data, train the tumour U-Net, evaluate, predict")

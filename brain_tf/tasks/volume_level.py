@@ -158,9 +158,9 @@ def _predict(model, images: list[np.ndarray], config: dict, uncertainty: bool = 
         mean, std = np.concatenate(parts, axis=0), None
     if not is_classification(config):
         mean = to_units(mean[:, 0], config)
-        if std is not None:
-            std = std[:, 0] * config["target"].get("std", 1.0) if config["target"].get(
-                "standardise") else std[:, 0]
+        if std is not None:  # a spread scales with the standard deviation only
+            std = std[:, 0] * (config["target"]["std"] if config["target"].get("standardise")
+                               else 1.0)
     return {"mean": mean, "std": std}
 
 

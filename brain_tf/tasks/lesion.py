@@ -190,8 +190,8 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
     if uncertainty:
         raise ConfigError("--uncertainty needs a model with MC dropout; the lesion U-Net "
                           "has none")
-    model, config = slices2d.load_predictor(model_path, config)
     paths = slices2d.expand_inputs(inputs)
+    model, config = slices2d.load_predictor(model_path, config)
     out = Path(out)
     written = []
     batch = int(config["inference"].get("batch_size", 16))

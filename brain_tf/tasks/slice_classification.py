@@ -47,6 +47,8 @@ from brain_tf.training import plots
 
 HEADS = {"perspective": ("perspective", "perspectives"), "sequence": ("sequence", "sequences")}
 """Head -> (manifest column, key of the class list in the spec's [defaults])."""
+CHUNK = 256
+"""Slices held in memory at once when evaluating or predicting."""
 
 DEFAULT = {
     "data": {"spec": "data_specs/tcga_gbm_slices.toml", "seed": 0,
@@ -123,7 +125,7 @@ def _mc(config: dict) -> bool:
 
 
 def train(config: dict, run_dir: str | None = None) -> RunFolder:
-    """Train the heads on the training patients; select on validation loss; evaluate the test ones."""
+    """Train on the training patients, select on validation loss, evaluate the test ones."""
     spec, manifest = load_manifest(config)
     classes = _classes(spec, config)
     run = new_run(config, run_dir)
@@ -186,8 +188,8 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
     classes = config["classes"]
     truth = _targets(rows, classes, spec.path)
     source = slices2d.loader(rows, config, use_labels=False)
-    images = np.stack([source(i) for i in range(len(rows))])
-    probs = probabilities(model, images, config)
+    probs = _chunked(lambda idx: probabilities(model, np.stack([source(i) for i in idx]),
+                                               config), len(rows))
     table = rows[["sample", "subject"]].copy()
     metrics: dict = {"samples": int(len(rows)), "subjects": int(rows["subject"].nunique()),
                      "mc_passes": int(config["inference"]["mc_passes"]) if _mc(config) else 0}
@@ -213,30 +215,39 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
     run.save_table("test_predictions.csv", table)
     run.save_json("metrics.json", metrics)
     if isinstance(model, keras.Model):
-        _gradcam(run, model, images, table, config)
+        _gradcam(run, model, source, table, config)
     print(f"test split ({metrics['subjects']} patients, {metrics['samples']} slices): "
           + ", ".join(f"{h} accuracy {metrics[f'{h}_accuracy']:.3f} (majority class "
                       f"{metrics[f'{h}_majority_class_accuracy']:.3f})" for h in classes))
     return metrics
 
 
-def _gradcam(run: RunFolder, model, images, table: pd.DataFrame, config: dict) -> list[Path]:
+def _chunked(fn, n: int, chunk: int = CHUNK) -> dict:
+    """``fn(indices)`` -> {head: (probs, std)} over 0..n-1 in chunks, joined per head."""
+    parts = [fn(list(range(i, min(i + chunk, n)))) for i in range(0, n, chunk)]
+    return {head: (np.concatenate([p[head][0] for p in parts]),
+                   None if parts[0][head][1] is None
+                   else np.concatenate([p[head][1] for p in parts])) for head in parts[0]}
+
+
+def _gradcam(run: RunFolder, model, source, table: pd.DataFrame, config: dict) -> list[Path]:
     """Grad-CAM overlays of the first few test slices (one per patient first), per head."""
     n = int(config["inference"].get("gradcam_slices", 4))
     if n <= 0:
         return []
     order = list(table.drop_duplicates("subject").index) + list(table.index)
     chosen = list(dict.fromkeys(order))[:n]
-    batch = slices2d.model_input(images[chosen], config)
+    images = np.stack([source(i) for i in chosen])
+    batch = slices2d.model_input(images, config)
     written = []
     for head in config["classes"]:
         layer = config["inference"].get("gradcam_layer") or _backbone_output(config)
         cams = grad_cam(model, batch, layer_name=layer, output=head)
-        for i, cam in zip(chosen, cams):
+        for k, (i, cam) in enumerate(zip(chosen, cams)):
             title = f"{table.at[i, 'sample']}: {head} {table.at[i, f'{head}_pred']} " \
                     f"(true {table.at[i, f'{head}_true']})"
-            written.append(save_cam_overlay(slices2d.display_image(images[i]), cam,
-                                            run / "gradcam" / f"{head}_{table.at[i, 'sample']}.png",
+            target = run / "gradcam" / f"{head}_{table.at[i, 'sample']}.png"
+            written.append(save_cam_overlay(slices2d.display_image(images[k]), cam, target,
                                             title=title))
     return written
 
@@ -247,14 +258,18 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
     One row per input: the file, and per head the predicted class and the
     probability of each class (with ``uncertainty``: MC-dropout mean and std).
     """
+    paths = slices2d.expand_inputs(inputs)
     model, config = slices2d.load_predictor(model_path, config)
     if uncertainty and not _mc(config):
         raise ConfigError("--uncertainty needs a model trained with MC dropout "
                           "(model.mc_dropout = true)")
-    paths = slices2d.expand_inputs(inputs)
-    images, _ = slices2d.read_inputs(paths, config)
-    slices2d.check_input_shape(model, images, paths[0])
-    probs = probabilities(model, images, config, uncertainty=uncertainty)
+
+    def chunk(indices):
+        images, _ = slices2d.read_inputs([paths[i] for i in indices], config)
+        slices2d.check_input_shape(model, images, paths[indices[0]])
+        return probabilities(model, images, config, uncertainty=uncertainty)
+
+    probs = _chunked(chunk, len(paths))
     table = pd.DataFrame({"file": [str(p) for p in paths]})
     for head, names in config["classes"].items():
         p, std = probs[head]

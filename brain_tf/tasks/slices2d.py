@@ -176,7 +176,8 @@ def expand_inputs(inputs) -> list[Path]:
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                            and not p.stem.endswith("_mask"))
             if not found:
-                raise DataError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise DataError(f"{path}: folder holds no image files "
+                                f"({', '.join(IMAGE_SUFFIXES)})")
             files += found
         elif not path.exists():
             raise DataError(f"{path}: file not found; give image files or folders of them")

@@ -231,12 +231,12 @@ def _chunked(fn, n: int, chunk: int = CHUNK) -> dict:
 
 
 def _gradcam(run: RunFolder, model, source, table: pd.DataFrame, config: dict) -> list[Path]:
-    """Grad-CAM overlays of the first few test slices (one per patient first), per head."""
-    n = int(config["inference"].get("gradcam_slices", 4))
+    """Grad-CAM overlays of a few test slices spread over the table (which is sorted by
+    perspective and sequence, so they show several classes), per head."""
+    n = min(int(config["inference"].get("gradcam_slices", 4)), len(table))
     if n <= 0:
         return []
-    order = list(table.drop_duplicates("subject").index) + list(table.index)
-    chosen = list(dict.fromkeys(order))[:n]
+    chosen = sorted({int(i) for i in np.linspace(0, len(table) - 1, n).round()})
     images = np.stack([source(i) for i in chosen])
     batch = slices2d.model_input(images, config)
     written = []
@@ -244,8 +244,7 @@ def _gradcam(run: RunFolder, model, source, table: pd.DataFrame, config: dict) -
         layer = config["inference"].get("gradcam_layer") or _backbone_output(config)
         cams = grad_cam(model, batch, layer_name=layer, output=head)
         for k, (i, cam) in enumerate(zip(chosen, cams)):
-            title = f"{table.at[i, 'sample']}: {head} {table.at[i, f'{head}_pred']} " \
-                    f"(true {table.at[i, f'{head}_true']})"
+            title = f"{head} {table.at[i, f'{head}_pred']} (true {table.at[i, f'{head}_true']})"
             target = run / "gradcam" / f"{head}_{table.at[i, 'sample']}.png"
             written.append(save_cam_overlay(slices2d.display_image(images[k]), cam, target,
                                             title=title))

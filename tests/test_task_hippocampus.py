@@ -12,7 +12,7 @@ import pytest
 
 from brain_tf.data.synthetic import synthesize
 from brain_tf.tasks import TASKS
-from brain_tf.tasks.segmentation3d import _print_summary, predict, summarise
+from brain_tf.tasks.segmentation3d import _print_summary, largest_components, predict, summarise
 
 SIDES = ("right_hippocampus", "left_hippocampus")
 TINY = {
@@ -47,7 +47,9 @@ def test_run_folder_and_metrics_per_side(trained):
     config = run.load_config()
     assert config["labels"] == {"background": 0, "right_hippocampus": 1, "left_hippocampus": 2}
     assert config["loss"]["class_weights"] == [0.1, 0.45, 0.45]
-    assert config["training"]["reduce_lr"] == {"factor": 0.5, "patience": 3}
+    default = TASKS["hippocampus-segmentation"].config("default")
+    assert default["training"]["reduce_lr"] == {"factor": 0.5, "patience": 3}
+    assert default["sampler"]["patch_size"] == [144, 144, 144]
     metrics = run.load_json("metrics.json")
     per_subject = pd.read_csv(run / "test_per_subject.csv")
     assert list(per_subject["label"]) == list(SIDES)
@@ -115,3 +117,16 @@ def test_summary_averages_finite_hd95_and_counts_undefined(capsys):
     printed = capsys.readouterr().out
     assert "HD95 5.0 mm\n" in printed
     assert "HD95 0.0 mm (undefined for 2 of 3 subjects)" in printed
+
+
+def test_largest_component_keeps_one_blob_per_class():
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[0:2, 0:2, 0:2] = 1  # 8 voxels
+    labels[4, 4, 4] = 1  # a stray voxel
+    labels[0, 5, 5] = 2  # a stray voxel
+    labels[3:5, 0:2, 0] = 2  # 4 voxels
+    expected = labels.copy()
+    expected[4, 4, 4] = expected[0, 5, 5] = 0
+    np.testing.assert_array_equal(largest_components(labels, [1, 2]), expected)
+    np.testing.assert_array_equal(largest_components(labels, [1]), np.where(
+        (np.arange(216).reshape(6, 6, 6) == 4 * 36 + 4 * 6 + 4), 0, labels))

@@ -17,7 +17,8 @@ Config sections used here: ``data``, ``preprocess``, ``sampler`` (a
 :class:`PatchSampler` plus ``patch_size``), ``augment``, ``model``, ``loss``,
 ``metrics``, ``optimizer``, ``training`` (epochs, steps_per_epoch, batch_size,
 val_patches, monitor, mode, patience, ...), ``inference`` (the sliding
-window), optional ``regions`` (name -> label indices evaluated together) and
+window; ``largest_component`` keeps each class's largest connected
+component), optional ``regions`` (name -> label indices evaluated together) and
 optional ``evaluation.volumes_csv`` (a CSV of predicted and reference volumes
 per subject, e.g. the tissue task's ``test_tissue_volumes.csv``).
 """
@@ -58,12 +59,31 @@ def _window(config) -> dict:
 
 
 def _label_map(probs, config, num_classes: int) -> np.ndarray:
-    """Class indices 0..K-1 from probabilities."""
+    """Class indices 0..K-1 from probabilities (``inference.largest_component``: keep
+    only each class's largest connected component)."""
     if _sigmoid(config):
-        return to_label_map(probs, "sigmoid", label_values=list(range(1, num_classes)),
-                            threshold=config["inference"].get("threshold", 0.5),
-                            merge=config["inference"].get("merge", "argmax"))
-    return to_label_map(probs, "softmax", label_values=list(range(num_classes)))
+        indices = to_label_map(probs, "sigmoid", label_values=list(range(1, num_classes)),
+                               threshold=config["inference"].get("threshold", 0.5),
+                               merge=config["inference"].get("merge", "argmax"))
+    else:
+        indices = to_label_map(probs, "softmax", label_values=list(range(num_classes)))
+    if config["inference"].get("largest_component", False):
+        indices = largest_components(indices, range(1, num_classes))
+    return indices
+
+
+def largest_components(indices: np.ndarray, classes) -> np.ndarray:
+    """``indices`` with every voxel of ``classes`` outside that class's largest
+    face-connected component set to 0 (background)."""
+    import scipy.ndimage as ndi
+
+    out = np.array(indices, copy=True)
+    for c in classes:
+        components, count = ndi.label(out == c)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            out[(components > 0) & (components != np.argmax(sizes) + 1)] = 0
+    return out
 
 
 def train(config: dict, run_dir: str | None = None) -> RunFolder:

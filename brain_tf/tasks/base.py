@@ -17,7 +17,7 @@ import pandas as pd
 from brain_tf.data import apply_splits, load_spec, split_subjects
 from brain_tf.errors import ConfigError
 from brain_tf.preprocess.loader import ManifestLoader
-from brain_tf.training.run import RunFolder
+from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ def load_manifest(config: dict) -> tuple:
         manifest = apply_splits(manifest, data["splits_csv"])
     else:
         manifest = split_subjects(manifest, data.get("fractions"), seed=data.get("seed", 0),
-                                  stratify=data.get("stratify"))
+                                  stratify=data.get("stratify") or None)
     return spec, manifest
 
 
@@ -133,3 +133,15 @@ def _worker_folder() -> Path:
     path = Path(tempfile.mkdtemp(prefix="brain_tf_worker_"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def load_predictor(model_path, config: dict | None = None):
+    """``(model, config)`` from a run folder or its saved_model/ (the exported SavedModel,
+    usable in a fresh process), or from a ``.keras`` file (config from its run folder)."""
+    path = Path(model_path)
+    if path.suffix == ".keras":
+        if config is None:
+            config = RunFolder.open(path.parent).load_config()
+        return load_keras_model(path), config
+    run_dir = path.parent if path.name == "saved_model" else path
+    return SavedModelPredictor(path), config or RunFolder.open(run_dir).load_config()

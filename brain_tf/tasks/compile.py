@@ -118,6 +118,7 @@ def fit(model, train_ds, val_ds, config: dict, run):
                                steps_per_epoch=tr.get("steps_per_epoch"), callbacks=callbacks,
                                verbose=verbose)
     with strategy.scope():
+        # the tf.data pipelines shuffle themselves (Keras would only warn about it)
         return model.fit(train_ds, validation_data=val_ds, epochs=tr["epochs"],
                          steps_per_epoch=tr.get("steps_per_epoch"), callbacks=callbacks,
-                         verbose=verbose)
+                         verbose=verbose, shuffle=False)

@@ -39,7 +39,7 @@ from brain_tf.evaluation.segmentation import confusion_counts
 from brain_tf.io import save_image
 from brain_tf.models.resnet_encoder import skip_layers
 from brain_tf.tasks import slices2d
-from brain_tf.tasks.base import Task, load_manifest, new_run, register, subset
+from brain_tf.tasks.base import Task, load_manifest, load_predictor, new_run, register, subset
 from brain_tf.training import RunFolder
 
 DEFAULT = {
@@ -191,7 +191,7 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
         raise ConfigError("--uncertainty needs a model with MC dropout; the lesion U-Net "
                           "has none")
     paths = slices2d.expand_inputs(inputs)
-    model, config = slices2d.load_predictor(model_path, config)
+    model, config = load_predictor(model_path, config)
     out = Path(out)
     written = []
     batch = int(config["inference"].get("batch_size", 16))

@@ -38,9 +38,9 @@ from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.sampling import PatchSampler
 from brain_tf.preprocess.labels import indices_to_values
 from brain_tf.preprocess.subject import preprocess_subject
-from brain_tf.tasks.base import load_manifest, new_run, subject_loader, subset
+from brain_tf.tasks.base import load_manifest, load_predictor, new_run, subject_loader, subset
 from brain_tf.tasks.compile import compiled_model, fit
-from brain_tf.training import RunFolder, SavedModelPredictor, load_keras_model
+from brain_tf.training import RunFolder
 from brain_tf.training import plots
 
 
@@ -244,17 +244,6 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
     return metrics
 
 
-def _load_predictor(model_path, config=None):
-    """A ``.keras`` file (with ``config``), or a run folder / its saved_model/ folder."""
-    path = Path(model_path)
-    if path.suffix == ".keras":
-        if config is None:
-            config = RunFolder.open(path.parent).load_config()
-        return load_keras_model(path), config
-    run_dir = path.parent if path.name == "saved_model" else path
-    return SavedModelPredictor(path), config or RunFolder.open(run_dir).load_config()
-
-
 def predict(model_path, inputs, out, uncertainty: bool = False, config=None,
             masks=None) -> list[Path]:
     """Segment NIfTI scans with a trained run; labels keep the input's grid and affine.
@@ -272,7 +261,7 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None,
     masks = list(masks) if masks is not None else [None] * len(inputs)
     if len(masks) != len(inputs):
         raise ConfigError(f"got {len(masks)} masks for {len(inputs)} inputs; give one per input")
-    model, config = _load_predictor(model_path, config)
+    model, config = load_predictor(model_path, config)
     label_values = list(config["labels"].values())
     out = Path(out)
     written = []

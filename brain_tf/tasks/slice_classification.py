@@ -41,7 +41,7 @@ from brain_tf.inference import grad_cam, mc_dropout_predict, save_cam_overlay
 from brain_tf.io import atomic_path
 from brain_tf.models.resnet_encoder import skip_layers
 from brain_tf.tasks import slices2d
-from brain_tf.tasks.base import Task, load_manifest, new_run, register, subset
+from brain_tf.tasks.base import Task, load_manifest, load_predictor, new_run, register, subset
 from brain_tf.training import RunFolder
 from brain_tf.training import plots
 
@@ -258,7 +258,7 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
     probability of each class (with ``uncertainty``: MC-dropout mean and std).
     """
     paths = slices2d.expand_inputs(inputs)
-    model, config = slices2d.load_predictor(model_path, config)
+    model, config = load_predictor(model_path, config)
     if uncertainty and not _mc(config):
         raise ConfigError("--uncertainty needs a model trained with MC dropout "
                           "(model.mc_dropout = true)")

@@ -29,12 +29,9 @@ from brain_tf.preprocess.normalise import normalise
 from brain_tf.preprocess.slices import preprocess_slice
 from brain_tf.tasks.base import subset
 from brain_tf.tasks.compile import compiled_model, fit, make_loss, make_metrics, make_optimizer
-from brain_tf.tasks.segmentation3d import _load_predictor
 from brain_tf.training import RunFolder
 from brain_tf.training import plots
 
-load_predictor = _load_predictor
-"""``(model or SavedModelPredictor, config)`` from a run folder, saved_model/ or .keras file."""
 
 
 def split_rows(manifest: pd.DataFrame, where) -> tuple[pd.DataFrame, pd.DataFrame]:

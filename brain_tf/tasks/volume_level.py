@@ -30,9 +30,8 @@ from brain_tf.io import load_modalities, load_volume
 from brain_tf.io.atomic import atomic_path
 from brain_tf.pipeline import volume_dataset
 from brain_tf.preprocess.subject import preprocess_subject
-from brain_tf.tasks.base import load_manifest, new_run, subject_loader, subset
+from brain_tf.tasks.base import load_manifest, load_predictor, new_run, subject_loader, subset
 from brain_tf.tasks.compile import compiled_model, fit
-from brain_tf.tasks.segmentation3d import _load_predictor
 from brain_tf.training import RunFolder, plots
 
 #: Preprocessed training sets up to this size are loaded once and kept in memory.
@@ -275,7 +274,7 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
     With ``uncertainty`` the model must have MC dropout (``model.mc_dropout``):
     the CSV then holds the mean and standard deviation over ``inference.mc_passes``.
     """
-    model, config = _load_predictor(model_path, config)
+    model, config = load_predictor(model_path, config)
     if uncertainty and not config["model"].get("mc_dropout"):
         raise ConfigError(f"{model_path}: --uncertainty needs a model trained with MC dropout "
                           "(set model.mc_dropout = true in the config)")

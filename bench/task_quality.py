@@ -1,12 +1,13 @@
 """Quality of every task's ``small`` preset on its synthetic twin (prints figures).
 
-    python bench/task_quality.py [--tasks tumor-segmentation age-regression ...]
-                                 [--subjects N] [--out DIR]
+    python bench/task_quality.py [--tasks tumor-segmentation age-regression:features ...]
+                                 [--subjects N] [--out DIR] [--json FILE]
 
 For each task: write the synthetic twin of the task's default dataset layout,
 train the ``small`` preset on it (patient-level split), evaluate on the test
 split and print the test metrics with the wall time. The layout is the stem of
-the preset's data spec (``data_specs/camcan.toml`` -> ``camcan``).
+the preset's data spec (``data_specs/camcan.toml`` -> ``camcan``). ``TASK:PRESET``
+runs another preset than ``small``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from brain_tf.data.synthetic import synthesize
 from brain_tf.tasks import TASKS
 
 # Subjects (patients) written per layout: enough for a useful test split.
-SUBJECTS = {"msd_brats": 10, "camcan": 30, "ixi": 60, "adni_hippocampus": 16,
-            "kaggle_lgg": 16, "tcga_gbm_slices": 20}
+SUBJECTS = {"msd_brats": 10, "camcan": 40, "ixi": 60, "adni_hippocampus": 30,
+            "kaggle_lgg": 40, "tcga_gbm_slices": 40}
+DEFAULT_RUNS = [*TASKS, "age-regression:features"]
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict:
@@ -36,34 +38,41 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
 
 
 def run_task(name: str, out: Path, subjects: int | None) -> dict:
+    name, _, preset = name.partition(":")
+    preset = preset or "small"
     task = TASKS[name]
-    config = task.config("small")
+    config = task.config(preset)
     layout = Path(config["data"]["spec"]).stem
     count = subjects or SUBJECTS.get(layout, 20)
     data = out / layout
     if not (data / "spec.toml").exists():
         synthesize(layout, data, subjects=count, seed=0)
-    config = task.config("small", {"data": {"spec": str(data / "spec.toml")},
-                                   "training": {"verbose": 0}})
+    config = task.config(preset, {"data": {"spec": str(data / "spec.toml")},
+                                  "training": {"verbose": 0}})
     start = time.perf_counter()
-    run = task.train(config, run_dir=str(out / "runs" / name))
+    run = task.train(config, run_dir=str(out / "runs" / f"{name}-{preset}"))
     minutes = (time.perf_counter() - start) / 60
     metrics = run.load_json("metrics.json")
-    print(f"\n== {name}: small preset, synthetic {layout} ({count} subjects), "
-          f"train+evaluate {minutes:.1f} min, {len(run.history)} epochs")
+    epochs = len(run.history) if (run / "history.csv").exists() else 0
+    print(f"\n== {name}: {preset} preset, synthetic {layout} ({count} subjects), "
+          f"train+evaluate {minutes:.1f} min, {epochs} epochs", flush=True)
     for key, value in _flat(metrics).items():
         print(f"   {key:<40} {value:.4g}" if isinstance(value, float) else
               f"   {key:<40} {value}")
-    return {"task": name, "minutes": minutes, **_flat(metrics)}
+    return {"task": name, "preset": preset, "minutes": minutes, **_flat(metrics)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=DEFAULT_RUNS, metavar="TASK[:PRESET]",
+                        help=f"tasks to run (default: all); tasks: {', '.join(TASKS)}")
     parser.add_argument("--subjects", type=int, help="subjects per layout (default: per layout)")
     parser.add_argument("--out", help="working folder (default: a temporary one)")
     parser.add_argument("--json", help="also write all figures to this JSON file")
     args = parser.parse_args()
+    unknown = [t for t in args.tasks if t.partition(":")[0] not in TASKS]
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         results = [run_task(name, out, args.subjects) for name in args.tasks]

@@ -34,7 +34,7 @@ from brain_tf.errors import ConfigError, DataError, ModelError
 from brain_tf.evaluation import regression_report, tissue_volumes, volume_fractions
 from brain_tf.io import load_label
 from brain_tf.io.atomic import atomic_path
-from brain_tf.tasks.base import load_manifest, new_run, subset
+from brain_tf.tasks.base import load_manifest, new_run, open_test_split, subset
 from brain_tf.training import RunFolder, plots
 
 REGRESSOR_FILE = "regressor.joblib"
@@ -175,15 +175,8 @@ def train(config: dict, run_dir: str | None = None) -> RunFolder:
 
 def evaluate(run_path, model=None, root: str | None = None) -> dict:
     """Test-split MAE, RMSE and R^2 of the chosen regressor; per-subject CSV and plot."""
-    run = RunFolder.open(run_path)
-    config = run.load_config()
-    if root:
-        config["data"]["root"] = root
-    config["data"]["splits_csv"] = str(run / "splits.csv")
-    _, manifest = load_manifest(config)
+    run, config, _, manifest = open_test_split(run_path, root)
     test_rows = subset(manifest, "test")
-    if len(test_rows) == 0:
-        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     regressor = model if model is not None else load_regressor(run.path)
     table = features_table(test_rows, config, run.path)
     truth = test_rows["age"].to_numpy(float)

@@ -15,7 +15,7 @@ from typing import Callable
 import pandas as pd
 
 from brain_tf.data import apply_splits, load_spec, split_subjects
-from brain_tf.errors import ConfigError
+from brain_tf.errors import ConfigError, DataError
 from brain_tf.preprocess.loader import ManifestLoader
 from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
 
@@ -145,3 +145,20 @@ def load_predictor(model_path, config: dict | None = None):
         return load_keras_model(path), config
     run_dir = path.parent if path.name == "saved_model" else path
     return SavedModelPredictor(path), config or RunFolder.open(run_dir).load_config()
+
+
+def open_test_split(run_path, root: str | None = None):
+    """``(run, config, spec, manifest)`` of a finished run, split as in training (the
+    ``split`` column; a run without test subjects is an error).
+
+    ``root`` points the data spec at a dataset that moved since training.
+    """
+    run = RunFolder.open(run_path)
+    config = run.load_config()
+    if root:
+        config["data"]["root"] = root
+    config["data"]["splits_csv"] = str(run / "splits.csv")
+    spec, manifest = load_manifest(config)
+    if not (manifest["split"] == "test").any():
+        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
+    return run, config, spec, manifest

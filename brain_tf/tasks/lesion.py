@@ -39,7 +39,9 @@ from brain_tf.evaluation.segmentation import confusion_counts
 from brain_tf.io import save_image
 from brain_tf.models.resnet_encoder import skip_layers
 from brain_tf.tasks import slices2d
-from brain_tf.tasks.base import Task, load_manifest, load_predictor, new_run, register, subset
+from brain_tf.tasks.base import (
+    Task, load_manifest, load_predictor, new_run, open_test_split, register, subset,
+)
 from brain_tf.training import RunFolder
 
 DEFAULT = {
@@ -107,15 +109,8 @@ def _masks(probs: np.ndarray) -> np.ndarray:
 
 def evaluate(run_path, model=None, root: str | None = None) -> dict:
     """Dice per test patient (over all its slices) and pooled over all test slices."""
-    run = RunFolder.open(run_path)
-    config = run.load_config()
-    if root:
-        config["data"]["root"] = root
-    config["data"]["splits_csv"] = str(run / "splits.csv")
-    spec, manifest = load_manifest(config)
+    run, config, spec, manifest = open_test_split(run_path, root)
     rows = subset(manifest, "test")
-    if len(rows) == 0:
-        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     model = model or run.load_model()
     source = slices2d.loader(rows, config, _labels(spec))
     batch = int(config["inference"].get("batch_size", 16))

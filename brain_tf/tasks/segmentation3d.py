@@ -38,7 +38,9 @@ from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.sampling import PatchSampler
 from brain_tf.preprocess.labels import indices_to_values
 from brain_tf.preprocess.subject import preprocess_subject
-from brain_tf.tasks.base import load_manifest, load_predictor, new_run, subject_loader, subset
+from brain_tf.tasks.base import (
+    load_manifest, load_predictor, new_run, open_test_split, subject_loader, subset,
+)
 from brain_tf.tasks.compile import compiled_model, fit
 from brain_tf.training import RunFolder
 from brain_tf.training import plots
@@ -198,15 +200,8 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
     ``{metric}_{label}`` keys and, with ``evaluation.volumes_csv``, the volume
     errors ``volume_mae_ml_{label}``.
     """
-    run = RunFolder.open(run_path)
-    config = run.load_config()
-    if root:
-        config["data"]["root"] = root
-    config["data"]["splits_csv"] = str(run / "splits.csv")
-    spec, manifest = load_manifest(config)
+    run, config, spec, manifest = open_test_split(run_path, root)
     test_rows = subset(manifest, "test")
-    if len(test_rows) == 0:
-        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     model = model or run.load_model()
     loader = _loader(spec.labels, test_rows, config)
     num_classes = len(spec.labels)

@@ -41,7 +41,9 @@ from brain_tf.inference import grad_cam, mc_dropout_predict, save_cam_overlay
 from brain_tf.io import atomic_path
 from brain_tf.models.resnet_encoder import skip_layers
 from brain_tf.tasks import slices2d
-from brain_tf.tasks.base import Task, load_manifest, load_predictor, new_run, register, subset
+from brain_tf.tasks.base import (
+    Task, load_manifest, load_predictor, new_run, open_test_split, register, subset,
+)
 from brain_tf.training import RunFolder
 from brain_tf.training import plots
 
@@ -175,15 +177,8 @@ def _as_dict(out, config: dict) -> dict:
 
 def evaluate(run_path, model=None, root: str | None = None) -> dict:
     """Accuracy and classification report per head on the test patients, plus plots."""
-    run = RunFolder.open(run_path)
-    config = run.load_config()
-    if root:
-        config["data"]["root"] = root
-    config["data"]["splits_csv"] = str(run / "splits.csv")
-    spec, manifest = load_manifest(config)
+    run, config, spec, manifest = open_test_split(run_path, root)
     rows = subset(manifest, "test")
-    if len(rows) == 0:
-        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     model = model or run.load_model()
     classes = config["classes"]
     truth = _targets(rows, classes, spec.path)

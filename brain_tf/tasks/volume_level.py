@@ -30,7 +30,9 @@ from brain_tf.io import load_modalities, load_volume
 from brain_tf.io.atomic import atomic_path
 from brain_tf.pipeline import volume_dataset
 from brain_tf.preprocess.subject import preprocess_subject
-from brain_tf.tasks.base import load_manifest, load_predictor, new_run, subject_loader, subset
+from brain_tf.tasks.base import (
+    load_manifest, load_predictor, new_run, open_test_split, subject_loader, subset,
+)
 from brain_tf.tasks.compile import compiled_model, fit
 from brain_tf.training import RunFolder, plots
 
@@ -182,15 +184,8 @@ def _prediction_table(subjects: list[str], out: dict, config: dict) -> pd.DataFr
 
 def evaluate(run_path, model=None, root: str | None = None) -> dict:
     """Predict every test subject; write test_per_subject.csv, metrics.json and plots."""
-    run = RunFolder.open(run_path)
-    config = run.load_config()
-    if root:
-        config["data"]["root"] = root
-    config["data"]["splits_csv"] = str(run / "splits.csv")
-    _, manifest = load_manifest(config)
+    run, config, _, manifest = open_test_split(run_path, root)
     test_rows = subset(manifest, "test")
-    if len(test_rows) == 0:
-        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     model = model or run.load_model()
     loader = _loader(test_rows, config)
     images = [loader(i).image for i in range(len(loader))]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -144,24 +144,3 @@ def run(args: argparse.Namespace) -> int:
     means = ", ".join(f"{n} {table[f'{n}_ml'].mean():.1f} ml" for n in names)
     print(f"wrote {args.out}: {len(table)} subjects; mean volumes {means}")
     return 0
-
-
-def _run_as_script(argv: Sequence[str] | None = None) -> int:
-    """``python -m brain_tf.tasks.tissue_volumes ...`` (the same as ``brain-tf tissue-volumes``)."""
-    import sys
-
-    from brain_tf.errors import BrainTFError
-
-    parser = argparse.ArgumentParser(prog="brain-tf tissue-volumes", description=__doc__.split(
-        "\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except BrainTFError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(_run_as_script())

@@ -93,3 +93,21 @@ def test_mismatched_config_and_missing_subjects_are_clear_errors(sharded, tmp_pa
     assert main(["shard", "--spec", "missing.toml", "--out", str(tmp_path / "o"),
                  "--task", "tumor-segmentation"]) == 2
     assert main(["shard", "--spec", "missing.toml", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_decompressed_shards_are_cached_and_evicted(sharded, tmp_path):
+    _, folder = sharded
+    loader = ShardLoader(folder, cached_shards=1)
+    first = loader(0).image
+    loader(2)  # the second shard replaces the first in the cache
+    assert list(loader._records) == [folder / "shard-00001-of-00002.tfrecord.gz"]
+    np.testing.assert_array_equal(loader(0).image, first)  # read again from disk
+    # a truncated shard is a clear error naming the file
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in folder.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    shard = broken / "shard-00000-of-00002.tfrecord.gz"
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(DataError, match="shard-00000-of-00002.*write the shards again"):
+        ShardLoader(broken)(0)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -224,12 +226,19 @@ class ShardLoader:
         config: the preprocessing config the caller expects; with ``label_values``
             it must match the one the shards were written with (ConfigError if not).
         label_values: the label values in class order the caller expects.
+        cached_shards: how many decompressed shards to keep in memory (each holds
+            ``subjects_per_shard`` preprocessed subjects).
     """
 
     def __init__(self, folder: str | os.PathLike, subjects: Sequence[str] | None = None,
                  config: Mapping[str, Any] | None = None,
-                 label_values: Sequence[int] | None = None):
+                 label_values: Sequence[int] | None = None, cached_shards: int = 2):
         self.folder = Path(folder)
+        # the decompressed records of the last shards read: a GZIP stream has no random
+        # access, so without them every subject would re-read its shard from the start
+        self.cached_shards = max(1, int(cached_shards))
+        self._records: OrderedDict[Path, list[bytes]] = OrderedDict()
+        self._lock = threading.Lock()
         self.index = load_index(self.folder)
         if config is not None:
             wanted = config_hash(config, label_values)
@@ -278,19 +287,28 @@ class ShardLoader:
         if not path.exists():
             raise DataError(f"{path}: shard file missing; write the shards again")
         try:
-            for position, record in enumerate(_records(path)):
-                if position == entry["position"]:
-                    item, _ = decode_subject(record, where=str(path))
-                    if item.subject != sid:
-                        break
-                    return item
+            records = self._shard_records(path)
         except Exception as exc:  # a truncated or corrupt GZIP stream
-            if isinstance(exc, DataError):
-                raise
             raise DataError(f"{path}: cannot read the shard ({type(exc).__name__}: {exc}); "
                             "write the shards again") from None
+        if entry["position"] < len(records):
+            item, _ = decode_subject(records[entry["position"]], where=str(path))
+            if item.subject == sid:
+                return item
         raise DataError(f"{path}: subject {sid!r} is not where {INDEX} says; write the "
                         "shards again")
+
+    def _shard_records(self, path: Path) -> list[bytes]:
+        with self._lock:
+            if path in self._records:
+                self._records.move_to_end(path)
+                return self._records[path]
+        records = list(_records(path))  # read outside the lock: other shards stay readable
+        with self._lock:
+            self._records[path] = records
+            while len(self._records) > self.cached_shards:
+                self._records.popitem(last=False)
+        return records
 
 
 def shard_dataset(folder: str | os.PathLike, num_parallel_reads: int | None = None,

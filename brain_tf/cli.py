@@ -15,6 +15,7 @@ Errors a user can cause print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 from brain_tf.errors import BrainTFError
@@ -222,8 +223,18 @@ def _task_parsers(sub) -> None:
         predict.add_argument("--out", required=True, help="output folder")
         predict.add_argument("--uncertainty", action="store_true",
                              help="MC-dropout uncertainty (models built with MC dropout)")
-        predict.set_defaults(_fn=lambda a, t=task: t.predict(a.model, a.inputs, a.out,
-                                                               uncertainty=a.uncertainty))
+        if "masks" in inspect.signature(task.predict).parameters:
+            predict.add_argument("--mask", nargs="+", dest="masks", metavar="MASK",
+                                 help="brain mask NIfTI per input, in the same order")
+        predict.set_defaults(_fn=_task_predict(task))
+
+
+def _task_predict(task):
+    def run(args):
+        extra = {"masks": args.masks} if getattr(args, "masks", None) else {}
+        return task.predict(args.model, args.inputs, args.out, uncertainty=args.uncertainty,
+                            **extra)
+    return run
 
 
 def _task_train(task):

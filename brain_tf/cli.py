@@ -154,7 +154,7 @@ def _shard_args(p):
 _shard.add_arguments = _shard_args
 
 
-@command("tissue-volumes", "CSF/GM/WM volumes (ml and fractions) per subject from label maps, to CSV")
+@command("tissue-volumes", "CSF/GM/WM volumes (ml, fractions) per subject from label maps")
 def _tissue_volumes(args):
     from brain_tf.tasks import tissue_volumes
 
@@ -170,7 +170,7 @@ def _tissue_volumes_args(p):
 _tissue_volumes.add_arguments = _tissue_volumes_args
 
 
-@command("demo", "the quick-start job: synthetic BraTS data, train the tumour U-Net, evaluate, predict")
+@command("demo", "the quick start: synthetic BraTS data, train the tumour U-Net, evaluate, predict")
 def _demo(args):
     from brain_tf.demo import run_demo
 
@@ -178,7 +178,7 @@ def _demo(args):
 
 
 def _demo_args(p):
-    p.add_argument("--out", default="demo_data", help="folder for the synthetic data and predictions")
+    p.add_argument("--out", default="demo_data", help="folder for synthetic data and predictions")
     p.add_argument("--runs", default="models", help="where run folders go")
     p.add_argument("--subjects", type=int, default=10)
     p.add_argument("--epochs", type=int, help="override the preset's epochs")

@@ -143,20 +143,24 @@ def train(config: dict, run_dir: str | None = None) -> RunFolder:
     return run
 
 
-def _predict(model, images: list[np.ndarray], config: dict, uncertainty: bool = False) -> dict:
-    """Outputs of a batch of preprocessed volumes: ``{"mean": ..., "std": ...}``
-    (std only with ``uncertainty``), regression values in the target's units."""
-    batch_size = int(config.get("inference", {}).get("batch_size", 4))
-    if uncertainty:
-        passes = int(config.get("inference", {}).get("mc_passes", 20))
-        kind = "classifier" if is_classification(config) else "regressor"
-        stats = mc_dropout_predict(model, np.stack(images), passes=passes,
-                                   batch_size=batch_size, kind=kind)
-        mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
-    else:
-        parts = [select_output(predict_batch(model, np.stack(images[i:i + batch_size])))
-                 for i in range(0, len(images), batch_size)]
-        mean, std = np.concatenate(parts, axis=0), None
+def _predict(model, image_of, n: int, config: dict, uncertainty: bool = False) -> dict:
+    """Outputs for ``n`` preprocessed volumes ``image_of(i)``: ``{"mean": ..., "std": ...}``
+    (std only with ``uncertainty``), regression values in the target's units. Volumes
+    are loaded one batch at a time, so memory does not grow with ``n``."""
+    inference = config.get("inference", {})
+    batch_size = int(inference.get("batch_size", 4))
+    kind = "classifier" if is_classification(config) else "regressor"
+    means, stds = [], []
+    for start in range(0, n, batch_size):
+        batch = np.stack([image_of(i) for i in range(start, min(n, start + batch_size))])
+        if uncertainty:
+            stats = mc_dropout_predict(model, batch, passes=int(inference.get("mc_passes", 20)),
+                                       batch_size=batch_size, kind=kind)
+            means.append(np.asarray(stats["mean"]))
+            stds.append(np.asarray(stats["std"]))
+        else:
+            means.append(select_output(predict_batch(model, batch)))
+    mean, std = np.concatenate(means, axis=0), np.concatenate(stds, axis=0) if stds else None
     if not is_classification(config):
         mean = to_units(mean[:, 0], config)
         if std is not None:  # a spread scales with the standard deviation only
@@ -188,8 +192,7 @@ def evaluate(run_path, model=None, root: str | None = None) -> dict:
     test_rows = subset(manifest, "test")
     model = model or run.load_model()
     loader = _loader(test_rows, config)
-    images = [loader(i).image for i in range(len(loader))]
-    out = _predict(model, images, config)
+    out = _predict(model, lambda i: loader(i).image, len(loader), config)
     table = _prediction_table(test_rows["subject"].tolist(), out, config)
     column = config["target"]["column"]
     table.insert(1, column, test_rows[column].to_numpy())
@@ -258,7 +261,12 @@ def load_input(item: str, config: dict) -> tuple[str, np.ndarray]:
         raise DataError(f"{paths[0]}: this model was trained on brain-extracted images; "
                         "give the brain mask too, as IMAGE,MASK")
     image = preprocess_subject(volume, None, mask, pre, subject=paths[0]).image
-    return Path(paths[0]).name.split(".nii")[0], image
+    return input_name(item), image
+
+
+def input_name(item: str) -> str:
+    """The name a prediction input is listed under: its first file without ``.nii*``."""
+    return Path(item.split(",")[0]).name.split(".nii")[0]
 
 
 def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> list[Path]:
@@ -273,9 +281,9 @@ def predict(model_path, inputs, out, uncertainty: bool = False, config=None) -> 
     if uncertainty and not config["model"].get("mc_dropout"):
         raise ConfigError(f"{model_path}: --uncertainty needs a model trained with MC dropout "
                           "(set model.mc_dropout = true in the config)")
-    names, images = zip(*(load_input(item, config) for item in inputs))
-    result = _predict(model, list(images), config, uncertainty=uncertainty)
-    table = _prediction_table(list(names), result, config)
+    result = _predict(model, lambda i: load_input(inputs[i], config)[1], len(inputs), config,
+                      uncertainty=uncertainty)
+    table = _prediction_table([input_name(item) for item in inputs], result, config)
     table.insert(1, "input", [item.split(",")[0] for item in inputs])
     out = Path(out)
     path = out if out.suffix == ".csv" else out / "predictions.csv"

@@ -1,13 +1,16 @@
-"""brain_tf: deep learning on brain MRI with TensorFlow/Keras 3."""
+"""brain_tf: deep learning on brain MRI with TensorFlow/Keras 3.
 
-__version__ = "0.1.0"
+Importing the package is cheap and changes nothing in the process: TensorFlow loads
+only when a model, a pipeline or a run needs it. A saved ``.keras`` model reloads with
+:func:`load_model` (or ``keras.saving.load_model`` after ``import brain_tf.objects``,
+which registers brain_tf's losses, metrics, schedules and layers).
+"""
 
-import os
+__version__ = "0.2.0"
 
-# TensorFlow's C++ start-up chatter is hidden unless the user asks for it
-# (TF_CPP_MIN_LOG_LEVEL=0 shows it again).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Register brain_tf's Keras objects so a saved .keras model loads after `import brain_tf`.
-from brain_tf import losses, metrics, schedules  # noqa: E402,F401
-from brain_tf.models import layers  # noqa: E402,F401
+def load_model(path, compile: bool = True):
+    """Load a ``.keras`` model saved by brain_tf (its custom objects registered)."""
+    from brain_tf.training.run import load_keras_model
+
+    return load_keras_model(path, compile=compile)

@@ -1,31 +1,33 @@
 """The ``brain-tf`` command line.
 
-    brain-tf TASK train --spec X.toml        train a task (see brain-tf --help for the tasks)
+    brain-tf TASK train --spec X.toml        train a task (brain-tf --help lists the tasks)
     brain-tf TASK evaluate --run RUN         test-split metrics of a run
     brain-tf TASK predict --model RUN IN...  predict new files with a run or a SavedModel
     brain-tf synth LAYOUT --out DIR          write a synthetic twin of a dataset layout
     brain-tf manifest --spec X.toml          list a dataset's samples (and check it)
     brain-tf split --spec X.toml --out F     patient-level train/val/test split to CSV
     brain-tf shard --spec X.toml --out DIR   preprocessed subjects to TFRecord shards
+    brain-tf tissue-volumes MAPS --out F     CSF/GM/WM volumes of label maps
     brain-tf demo                            the quick-start job on synthetic data
 
-Errors a user can cause print one line (``error: ...``) and exit with status 2.
+Help and argument errors come back without loading TensorFlow: only the arguments of the
+command being run are built, and tasks are configuration until they run. Errors a user
+can cause print one line (``error: ...``) and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import os
 import sys
 
-from brain_tf.errors import BrainTFError
+from brain_tf import __version__
+from brain_tf.errors import BrainTFError, ConfigError
 
-COMMANDS = {}
-#: --strategy values (brain_tf.distribute.STRATEGIES, without importing TensorFlow)
-STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
+COMMANDS: dict = {}
 
 
-def command(name, help_text):
+def command(name: str, help_text: str):
     """Register ``fn(args)`` as sub-command ``name``; ``fn.add_arguments(parser)`` adds flags."""
     def wrap(fn):
         COMMANDS[name] = (fn, help_text)
@@ -33,8 +35,20 @@ def command(name, help_text):
     return wrap
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
+
+
 def _spec_args(p):
-    p.add_argument("--spec", required=True, help="data spec TOML (see data_specs/)")
+    p.add_argument("--spec", required=True, help="data spec TOML, or a shipped spec's name")
     p.add_argument("--root", help="dataset folder (overrides the spec's root)")
 
 
@@ -44,10 +58,9 @@ def _manifest(args):
 
     manifest = load_spec(args.spec, root=args.root).manifest()
     if args.out:
-        from brain_tf.io.atomic import atomic_path
+        from brain_tf.io.tables import write_table
 
-        with atomic_path(args.out) as tmp:
-            manifest.to_csv(tmp, index=False)
+        write_table(manifest, args.out)
         print(f"wrote {len(manifest)} samples of {manifest['subject'].nunique()} subjects "
               f"to {args.out}")
     else:
@@ -62,11 +75,11 @@ def _split(args):
     from brain_tf.data import load_spec, save_splits, split_subjects
 
     manifest = load_spec(args.spec, root=args.root).manifest()
-    fractions = dict(zip(("train", "val", "test"), args.fractions))
-    out = split_subjects(manifest, fractions, seed=args.seed, stratify=args.stratify)
+    out = split_subjects(manifest, dict(zip(("train", "val", "test"), args.fractions)),
+                         seed=args.seed, stratify=args.stratify)
     save_splits(out, args.out)
-    counts = out.groupby("split")["subject"].nunique().to_dict()
-    print(f"wrote {args.out}: subjects per split {counts}")
+    print(f"wrote {args.out}: subjects per split "
+          f"{out.groupby('split')['subject'].nunique().to_dict()}")
 
 
 def _split_args(p):
@@ -74,7 +87,7 @@ def _split_args(p):
     p.add_argument("--out", required=True, help="CSV to write (sample, subject, split)")
     p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15),
                    metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--stratify", help="column to balance, e.g. age or sex")
 
 
@@ -99,9 +112,10 @@ def _synth_args(p):
 
     p.add_argument("layout", choices=LAYOUTS)
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--subjects", type=int, default=12, help="number of subjects (patients)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shape", type=int, nargs="+", help="image size (3 numbers, 2 for slices)")
+    p.add_argument("--subjects", type=_count(1), default=12, help="number of subjects (patients)")
+    p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument("--shape", type=_count(1), nargs="+",
+                   help="image size (3 numbers, 2 for slices)")
     p.add_argument("--spacing", type=float, nargs="+", help="voxel size in mm")
 
 
@@ -112,33 +126,23 @@ _synth.add_arguments = _synth_args
 def _shard(args):
     from brain_tf.data.shards import write_shards
 
-    preprocess, where = _preprocess_config(args)
+    if bool(args.config) == bool(args.task):
+        raise ConfigError("shard needs the preprocessing to apply: --task TASK [--preset P] "
+                          "or --config RUN/config.toml (one of them)")
+    if args.config:
+        from brain_tf.config import load_toml
+
+        preprocess, where = load_toml(args.config).get("preprocess"), args.config
+        if preprocess is None:
+            raise ConfigError(f"{args.config}: no [preprocess] table; pass a run's config.toml "
+                              "or use --task/--preset")
+    else:
+        preprocess = _task(args.task).config(args.preset).preprocess.to_dict()
+        where = f"{args.task} {args.preset}"
     index = write_shards(args.spec, args.out, preprocess, root=args.root,
                          subjects_per_shard=args.subjects_per_shard, source=where)
     print(f"wrote {index['num_subjects']} subjects in {len(index['shards'])} shards to "
           f"{args.out} (preprocessing from {where})")
-
-
-def _preprocess_config(args) -> tuple[dict, str]:
-    """The ``[preprocess]`` table of --config (a TOML or run config) or of a task preset."""
-    from brain_tf.errors import ConfigError
-
-    if args.config:
-        from brain_tf.config import load_toml
-
-        config = load_toml(args.config)
-        if "preprocess" not in config:
-            raise ConfigError(f"{args.config}: no [preprocess] table; pass a task config "
-                              "(e.g. a run's config.toml) or use --task/--preset")
-        return config["preprocess"], args.config
-    if not args.task:
-        raise ConfigError("shard needs the preprocessing to apply: --task TASK [--preset P] "
-                          "or --config FILE")
-    from brain_tf.tasks import TASKS
-
-    if args.task not in TASKS:
-        raise ConfigError(f"unknown task {args.task!r}; choose from {', '.join(sorted(TASKS))}")
-    return TASKS[args.task].config(args.preset)["preprocess"], f"{args.task} {args.preset}"
 
 
 def _shard_args(p):
@@ -147,7 +151,7 @@ def _shard_args(p):
     p.add_argument("--task", help="take the preprocessing from this task's preset")
     p.add_argument("--preset", default="default", help="the task preset (default: default)")
     p.add_argument("--config", help="TOML with a [preprocess] table (e.g. a run's config.toml)")
-    p.add_argument("--subjects-per-shard", type=int, default=8,
+    p.add_argument("--subjects-per-shard", type=_count(1), default=8,
                    help="subjects per TFRecord file (small shards read faster by index)")
 
 
@@ -156,15 +160,38 @@ _shard.add_arguments = _shard_args
 
 @command("tissue-volumes", "CSF/GM/WM volumes (ml, fractions) per subject from label maps")
 def _tissue_volumes(args):
-    from brain_tf.tasks import tissue_volumes
+    from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
+    from brain_tf.io.tables import write_table
 
-    return tissue_volumes.run(args)
+    if bool(args.spec) == bool(args.labelmaps):
+        raise ConfigError("tissue-volumes: give either --spec SPEC or label-map files, not both "
+                          "(and not neither)")
+    labels = None
+    if args.spec:
+        from brain_tf.data import load_spec
+
+        spec = load_spec(args.spec, root=args.root)
+        manifest, labels = spec.manifest(), spec.labels or None
+        if "label" not in manifest.columns:
+            raise ConfigError(f"{spec.path}: the spec has no [files] label pattern for "
+                              "reference segmentations")
+        items = [(str(s), str(p)) for s, p in zip(manifest["sample"], manifest["label"])
+                 if isinstance(p, str) and p]
+    else:
+        items = [(subject_name(p), str(p)) for p in args.labelmaps]
+    table = tissue_volumes_table(items, labels)
+    write_table(table, args.out)
+    names = [c[:-3] for c in table.columns if c.endswith("_ml")]
+    print(f"wrote {args.out}: {len(table)} subjects; mean volumes "
+          + ", ".join(f"{n} {table[f'{n}_ml'].mean():.1f} ml" for n in names))
 
 
 def _tissue_volumes_args(p):
-    from brain_tf.tasks import tissue_volumes
-
-    tissue_volumes.add_arguments(p)
+    p.add_argument("labelmaps", nargs="*", metavar="LABELMAP",
+                   help="label-map NIfTI files (e.g. predicted *_seg.nii.gz)")
+    p.add_argument("--spec", help="data spec TOML: measure its reference segmentations")
+    p.add_argument("--root", help="dataset folder (overrides the spec's root)")
+    p.add_argument("--out", required=True, help="CSV to write")
 
 
 _tissue_volumes.add_arguments = _tissue_volumes_args
@@ -180,98 +207,135 @@ def _demo(args):
 def _demo_args(p):
     p.add_argument("--out", default="demo_data", help="folder for synthetic data and predictions")
     p.add_argument("--runs", default="models", help="where run folders go")
-    p.add_argument("--subjects", type=int, default=10)
-    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--subjects", type=_count(3), default=10)
+    p.add_argument("--epochs", type=_count(1), help="override the preset's epochs")
 
 
 _demo.add_arguments = _demo_args
 
 
-def _task_parsers(sub) -> None:
+# ------------------------------------------------------------------------------ tasks
+def _task(name: str):
     from brain_tf.tasks import TASKS
 
-    for name, task in TASKS.items():
-        tp = sub.add_parser(name, help=task.description, description=task.description)
-        actions = tp.add_subparsers(dest="action", metavar="ACTION", required=True)
-        train = actions.add_parser("train", help="train on a dataset and save a run folder")
-        train.add_argument("--spec", help="data spec TOML (default: the preset's)")
-        train.add_argument("--root", help="dataset folder (overrides the spec's root)")
-        train.add_argument("--preset", default="default", choices=sorted(task.presets),
-                           help="configuration preset ('small' trains in minutes on a CPU)")
-        train.add_argument("--epochs", type=int)
-        train.add_argument("--stop-at-epoch", type=int, help="stop after this epoch")
-        train.add_argument("--batch-size", type=int)
-        train.add_argument("--splits", help="CSV of sample,subject,split to reuse a split")
-        train.add_argument("--seed", type=int)
-        train.add_argument("--run-dir", help="run folder (default models/TASK/TIMESTAMP)")
-        train.add_argument("--config", help="TOML file of settings merged over the preset")
-        train.add_argument("--shards", help="read subjects from this 'brain-tf shard' folder")
-        train.add_argument("--strategy", choices=STRATEGY_CHOICES,
-                           help="tf.distribute strategy: one device, the local GPUs "
-                                "(mirrored) or several machines set up by TF_CONFIG "
-                                "(multiworker)")
-        train.add_argument("--mixed-precision", action="store_true", default=None,
-                           help="mixed float16 compute (faster on GPUs with tensor cores)")
-        train.set_defaults(_fn=_task_train(task))
-        evaluate = actions.add_parser("evaluate", help="test-split metrics of a run")
-        evaluate.add_argument("--run", required=True, help="run folder")
-        evaluate.add_argument("--root", help="dataset folder (if it moved since training)")
-        evaluate.set_defaults(_fn=lambda a, t=task: t.evaluate(a.run, root=a.root))
-        predict = actions.add_parser("predict", help="predict files with a trained run")
-        predict.add_argument("--model", required=True, help="run folder or saved_model/ folder")
-        predict.add_argument("inputs", nargs="+", help="input files (NIfTI or images)")
-        predict.add_argument("--out", required=True, help="output folder")
-        predict.add_argument("--uncertainty", action="store_true",
-                             help="MC-dropout uncertainty (models built with MC dropout)")
-        if "masks" in inspect.signature(task.predict).parameters:
-            predict.add_argument("--mask", nargs="+", dest="masks", metavar="MASK",
-                                 help="brain mask NIfTI per input, in the same order")
-        predict.set_defaults(_fn=_task_predict(task))
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
+    return TASKS[name]
 
 
-def _task_predict(task):
-    def run(args):
-        extra = {"masks": args.masks} if getattr(args, "masks", None) else {}
-        return task.predict(args.model, args.inputs, args.out, uncertainty=args.uncertainty,
-                            **extra)
-    return run
+def _task_arguments(tp, task) -> None:
+    actions = tp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="train on a dataset and save a run folder")
+    train.add_argument("--spec", help="data spec TOML or shipped spec name (default: the preset's)")
+    train.add_argument("--root", help="dataset folder (overrides the spec's root)")
+    train.add_argument("--preset", default="default", choices=sorted(task.presets),
+                       help="configuration preset ('small' trains in minutes on a CPU)")
+    train.add_argument("--config", help="TOML file of settings merged over the preset")
+    train.add_argument("--epochs", type=_count(1))
+    train.add_argument("--stop-at-epoch", type=_count(1), help="stop after this epoch")
+    train.add_argument("--batch-size", type=_count(1))
+    train.add_argument("--splits", help="CSV of sample,subject,split to reuse a split")
+    train.add_argument("--seed", type=_count(0))
+    train.add_argument("--run-dir", help="run folder (default models/TASK/TIMESTAMP); an "
+                                         "unfinished run there resumes")
+    train.add_argument("--force", action="store_true",
+                       help="start over in --run-dir even if it holds a finished run")
+    train.add_argument("--shards", help="read subjects from this 'brain-tf shard' folder")
+    train.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                       help="tf.distribute strategy: one device, the local GPUs (mirrored) "
+                            "or several machines set up by TF_CONFIG (multiworker)")
+    train.add_argument("--mixed-precision", action="store_true", default=None,
+                       help="mixed float16 compute (faster on GPUs with tensor cores)")
+    train.add_argument("--tensorboard", action="store_true", default=None,
+                       help="write TensorBoard logs to the run's tensorboard/ folder")
+    train.set_defaults(_fn=lambda a, t=task: _train(t, a))
+    evaluate = actions.add_parser("evaluate", help="test-split metrics of a run")
+    evaluate.add_argument("--run", required=True, help="run folder")
+    evaluate.add_argument("--root", help="dataset folder (if it moved since training)")
+    evaluate.set_defaults(_fn=lambda a, t=task: t.evaluate(a.run, root=a.root))
+    predict = actions.add_parser("predict", help="predict files with a trained run")
+    predict.add_argument("--model", required=True, help="run folder or its saved_model/")
+    predict.add_argument("inputs", nargs="+", help="input files (NIfTI or images)")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--uncertainty", action="store_true",
+                         help="MC-dropout uncertainty (models built with MC dropout)")
+    if task.takes_masks:
+        predict.add_argument("--mask", nargs="+", dest="masks", metavar="MASK",
+                             help="brain mask NIfTI per input, in the same order")
+    predict.set_defaults(_fn=lambda a, t=task: t.predict(
+        a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None)))
 
 
-def _task_train(task):
-    def run(args):
-        overrides: dict = {}
-        if args.config:
-            from brain_tf.config import load_toml
+def _train(task, args):
+    overrides: dict = {}
+    if args.config:
+        from brain_tf.config import load_toml
 
-            overrides = load_toml(args.config)
-        data = overrides.setdefault("data", {})
-        training = overrides.setdefault("training", {})
-        for key, value in (("spec", args.spec), ("root", args.root), ("splits_csv", args.splits),
-                           ("seed", args.seed), ("shards", args.shards)):
-            if value is not None:
-                data[key] = value
-        for key in ("epochs", "stop_at_epoch", "batch_size", "strategy", "mixed_precision"):
-            if getattr(args, key) is not None:
-                training[key] = getattr(args, key)
-        config = task.config(args.preset, overrides)
-        return task.train(config, run_dir=args.run_dir)
-    return run
+        overrides = load_toml(args.config)
+    data = overrides.setdefault("data", {})
+    for key, value in (("spec", args.spec), ("root", args.root), ("splits_csv", args.splits),
+                       ("seed", args.seed), ("shards", args.shards)):
+        if value is not None:
+            data[key] = value
+    training = overrides.setdefault("training", {})
+    for key in ("epochs", "stop_at_epoch", "batch_size", "strategy", "mixed_precision",
+                "tensorboard"):
+        if getattr(args, key) is not None:
+            training[key] = getattr(args, key)
+    config = task.config(args.preset, overrides)
+    return task.train(config, run_dir=args.run_dir, force=args.force)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands that never load TensorFlow.
+LIGHT = ("manifest", "split", "synth", "tissue-volumes")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines hidden (they are written to the
+    process's stderr before its log level applies); ``TF_CPP_MIN_LOG_LEVEL=0`` shows them."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` (the command being run) the other commands get their
+    names and help lines but not their arguments (which may import heavy modules)."""
+    from brain_tf.tasks import TASKS
+
     parser = argparse.ArgumentParser(
         prog="brain-tf", description="Deep learning on brain MRI (TensorFlow/Keras 3).")
+    parser.add_argument("--version", action="version", version=f"brain-tf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _task_parsers(sub)
+    for name, task in TASKS.items():
+        tp = sub.add_parser(name, help=task.description, description=task.description)
+        if only in (None, name):
+            _task_arguments(tp, task)
     for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(fn, "add_arguments", lambda _p: None)(p)
-        p.set_defaults(_fn=fn)
+        if only in (None, name):
+            getattr(fn, "add_arguments", lambda _p: None)(p)
+            p.set_defaults(_fn=fn)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # TensorFlow's C++ log lines hidden unless asked for (TF_CPP_MIN_LOG_LEVEL=0);
+    # errors still come back as Python exceptions
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=first or "").parse_args(argv)
+    if first not in LIGHT:
+        _import_tensorflow_quietly()
     try:
         result = args._fn(args)
     except BrainTFError as exc:

@@ -37,7 +37,7 @@ def run_demo(out: str | Path = "demo_data", runs: str | Path = "models", subject
     test_subject = splits.loc[splits["split"] == "test", "sample"].iloc[0]
     scan = data / "imagesTr" / f"{test_subject}.nii.gz"
     print(f"[3/4] predicting held-out scan {scan.name} with {run / 'saved_model'}")
-    written = task.predict(run.path, [str(scan)], out / "predictions")
+    written = task.predict(run / "saved_model", [str(scan)], out / "predictions")
     minutes = (time.time() - start) / 60
     print(f"[4/4] done in {minutes:.1f} min")
     print(f"  run folder:   {run.path} (model.keras, saved_model/, metrics.json, plots)")

@@ -13,11 +13,12 @@ import keras
 import pytest
 
 from brain_tf.cli import build_parser
-from brain_tf.distribute import is_chief, precision_policy, strategy_name
+from brain_tf.distribute import get_strategy, is_chief, precision_policy
 from brain_tf.errors import ConfigError
+from brain_tf.schema import RunConfig
 from brain_tf.tasks import TASKS
-from brain_tf.tasks.base import new_run
-from brain_tf.tasks.compile import compiled_model
+from brain_tf.tasks.base import SCHEMAS
+from brain_tf.training.fit import compiled_model
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
@@ -33,8 +34,10 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from brain_tf.distribute import distributed_fit, get_strategy
-    from brain_tf.tasks.compile import compiled_model, fit
+    from brain_tf.schema import RunConfig
+    from brain_tf.tasks.base import SCHEMAS
     from brain_tf.training import RunFolder
+    from brain_tf.training.fit import compiled_model, fit
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 8, 8, 8, 1)).astype("float32")
@@ -43,16 +46,17 @@ MIRRORED = textwrap.dedent("""
     val = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
 
     def config(strategy):
-        return {"model": {"name": "cnn3d", "filters": [2], "dropout": 0.0},
-                "optimizer": {"name": "sgd", "learning_rate": 0.05},
-                "loss": "mse", "metrics": [],
-                "training": {"strategy": strategy, "epochs": 2, "steps_per_epoch": 2,
-                             "patience": None, "verbose": 0}}
+        return RunConfig.build({"model": {"name": "cnn3d", "filters": [2], "dropout": 0.0},
+                                "optimizer": {"name": "sgd", "learning_rate": 0.05},
+                                "loss": "mse", "metrics": [],
+                                "training": {"strategy": strategy, "epochs": 2,
+                                             "steps_per_epoch": 2, "verbose": 0}},
+                               SCHEMAS["volume"])
 
     def train(strategy, loop, folder):
         keras.utils.set_random_seed(1)
         cfg = config(strategy)
-        model = compiled_model(cfg, (8, 8, 8, 1), 1)
+        model = compiled_model(cfg, (8, 8, 8, 1), 1, total_steps=4)
         start = model.get_weights()
         run = RunFolder(sys.argv[1] + "/" + folder)
         run.path.mkdir()
@@ -60,7 +64,7 @@ MIRRORED = textwrap.dedent("""
             distributed_fit(model, ds, val, get_strategy(strategy), epochs=2, steps_per_epoch=2,
                             verbose=0)
         else:
-            fit(model, ds, val, cfg, run)
+            fit(model, ds, val, cfg, run, epochs=2, steps_per_epoch=2)
         return model, start
 
     out = {"replicas": get_strategy("mirrored").num_replicas_in_sync}
@@ -152,16 +156,16 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
 
 
 def test_mixed_precision_build_keeps_float32_outputs_and_resets_the_policy():
-    config = {"model": {"name": "cnn3d", "filters": [2], "dropout": 0.0},
-              "optimizer": {"name": "adam"}, "loss": "mse",
-              "training": {"mixed_precision": True}}
-    model = compiled_model(config, (8, 8, 8, 1), 1)
+    raw = {"model": {"name": "cnn3d", "filters": [2], "dropout": 0.0}, "loss": "mse",
+           "training": {"mixed_precision": True}}
+    model = compiled_model(RunConfig.build(raw, SCHEMAS["volume"]), (8, 8, 8, 1), 1, 10)
     assert keras.config.dtype_policy().name == "float32"  # nothing leaks
     assert model.get_layer("block1_conv").compute_dtype == "float16"
     assert model.get_layer("block1_conv").variable_dtype == "float32"
     assert model.outputs[0].dtype == "float32"
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    plain = compiled_model({**config, "training": {}}, (8, 8, 8, 1), 1)
+    plain = compiled_model(RunConfig.build({**raw, "training": {}}, SCHEMAS["volume"]),
+                           (8, 8, 8, 1), 1, 10)
     assert plain.get_layer("block1_conv").compute_dtype == "float32"
     with pytest.raises(RuntimeError):
         with precision_policy(True):
@@ -170,11 +174,13 @@ def test_mixed_precision_build_keeps_float32_outputs_and_resets_the_policy():
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_strategy_names_and_chief(monkeypatch, tmp_path):
-    assert strategy_name({"training": {}}) == "default"
-    assert strategy_name({"training": {"strategy": "mirrored"}}) == "mirrored"
+def test_strategy_names_and_chief(monkeypatch):
+    task = TASKS["tumor-segmentation"]
+    assert task.config("small").training.strategy == "default"
+    with pytest.raises(ConfigError, match="strategy must be one of 'default', 'mirrored'"):
+        task.config("small", {"training": {"strategy": "horovod"}})
     with pytest.raises(ConfigError, match="choose one of default, mirrored, multiworker"):
-        strategy_name({"training": {"strategy": "horovod"}})
+        get_strategy("horovod")
     cluster = {"worker": ["a:1", "b:2"]}
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert is_chief()
@@ -189,15 +195,13 @@ def test_strategy_names_and_chief(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
         is_chief()
     monkeypatch.delenv("TF_CONFIG")
-    run = new_run({"task": "t", "training": {}}, str(tmp_path / "run"))
-    assert run.path == tmp_path / "run" and run.path.is_dir()
 
 
 def _parsed_config(monkeypatch, argv):
     task = TASKS["tumor-segmentation"]
     seen = {}
-    monkeypatch.setattr(task, "train", lambda config, run_dir=None: seen.update(
-        config=config, run_dir=run_dir) or 0)
+    monkeypatch.setattr(task, "train", lambda config, run_dir=None, force=False: seen.update(
+        config=config, run_dir=run_dir, force=force) or 0)
     args = build_parser().parse_args(argv)
     assert args._fn(args) == 0
     return seen
@@ -210,13 +214,13 @@ def test_cli_train_flags(monkeypatch, tmp_path):
         "--mixed-precision", "--shards", "/s", "--config", str(tmp_path / "c.toml"),
         "--batch-size", "8", "--run-dir", "R"])
     config = seen["config"]
-    assert config["training"]["strategy"] == "mirrored"
-    assert config["training"]["mixed_precision"] is True
-    assert config["training"]["batch_size"] == 8 and config["training"]["epochs"] == 7
-    assert config["data"]["shards"] == "/s"
-    assert config["model"]["base_filters"] == 3 and config["model"]["depth"] == 3
-    assert seen["run_dir"] == "R"
+    assert config.training.strategy == "mirrored"
+    assert config.training.mixed_precision is True
+    assert config.training.batch_size == 8 and config.training.epochs == 7
+    assert config.data.shards == "/s"
+    assert config.model["base_filters"] == 3 and config.model["depth"] == 3
+    assert seen["run_dir"] == "R" and seen["force"] is False
     plain = _parsed_config(monkeypatch, ["tumor-segmentation", "train"])["config"]
-    assert "strategy" not in plain["training"] and "mixed_precision" not in plain["training"]
+    assert plain.training.strategy == "default" and plain.training.mixed_precision is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tumor-segmentation", "train", "--strategy", "tpu"])

@@ -280,13 +280,16 @@ def test_preprocess_slice():
     mask[1:3, 2:4] = 255
     x, m = preprocess_slice(image, mask, {"labels": [0, 255]})
     assert x.dtype == np.float32 and x.shape == (4, 6, 3)
-    np.testing.assert_allclose(x[..., 0], 1.0)
+    np.testing.assert_allclose(x[..., 0], 255.0)  # 8-bit pixels keep their values
     np.testing.assert_array_equal(m, mask // 255)
     x, m = preprocess_slice(image[..., 0], mask, {"labels": [0, 255], "shape": [8, 12],
-                                                  "rgb": True, "normalise": "imagenet"})
+                                                  "rgb": True})
     assert x.shape == (8, 12, 3) and m.shape == (8, 12) and m.sum() == 16
-    np.testing.assert_allclose(x[0, 0], (1.0 - np.array([0.485, 0.456, 0.406]))
-                               / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+    np.testing.assert_allclose(x[0, 0], [255.0, 255.0, 255.0], rtol=1e-5)
+    sixteen = (image[..., 0].astype(np.uint16) * 257)  # 65535 on the 16-bit scale
+    np.testing.assert_allclose(preprocess_slice(sixteen)[0][..., 0], 255.0, rtol=1e-6)
+    unit = preprocess_slice(image[..., 0].astype(np.float32) / 255.0)[0]
+    np.testing.assert_allclose(unit[..., 0], 255.0, rtol=1e-6)
     with pytest.raises(ConfigError):
         preprocess_slice(image, config={"size": 3})
 

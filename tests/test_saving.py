@@ -1,4 +1,4 @@
-"""Saved models reload in a fresh process after ``import brain_tf`` alone, and export."""
+"""Saved models reload in a fresh process after ``import brain_tf.objects`` alone, and export."""
 
 import json
 import subprocess
@@ -19,7 +19,7 @@ RELOAD = textwrap.dedent("""
     import json, sys
     import numpy as np
     import keras
-    import brain_tf
+    import brain_tf.objects
 
     folder = sys.argv[1]
     report = {}

@@ -12,7 +12,7 @@ from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.preprocess.loader import ManifestLoader
 from brain_tf.tasks import TASKS
-from brain_tf.tasks.base import subject_loader
+from brain_tf.preprocess.loader import subject_loader
 
 PRESET = TASKS["tumor-segmentation"].config("small")
 
@@ -37,7 +37,7 @@ def test_index_lists_shards_subjects_and_config(sharded):
                                                     "shard-00001-of-00002.tfrecord.gz"]
     assert [len(s["subjects"]) for s in index["shards"]] == [2, 1]
     assert all((folder / s["file"]).read_bytes()[:2] == b"\x1f\x8b" for s in index["shards"])
-    assert index["preprocess"]["normalise"] == PRESET["preprocess"]["normalise"]
+    assert index["preprocess"]["normalise"] == PRESET.preprocess.normalise
     first = index["subjects"][manifest["sample"][0]]
     assert first["shard"] == 0 and first["position"] == 0
     assert first["image_shape"] == [20, 24, 16, 1]
@@ -49,10 +49,10 @@ def test_index_lists_shards_subjects_and_config(sharded):
 def test_shards_give_the_nifti_subjects_exactly(sharded):
     spec, folder = sharded
     manifest = spec.manifest()
-    nifti = ManifestLoader(manifest, PRESET["preprocess"], label_values=spec.label_values)
+    nifti = ManifestLoader(manifest, PRESET.preprocess.to_dict(), label_values=spec.label_values)
     rows = manifest.iloc[::-1]  # any order of rows
-    shards = subject_loader(rows, {**PRESET, "data": {"shards": str(folder)}},
-                            label_values=spec.label_values)
+    config = TASKS["tumor-segmentation"].config("small", {"data": {"shards": str(folder)}})
+    shards = subject_loader(rows, config, label_values=spec.label_values)
     assert isinstance(shards, ShardLoader) and len(shards) == 3
     for i in range(3):
         a, b = nifti(2 - i), shards(i)
@@ -82,7 +82,7 @@ def test_parallel_tf_data_reading_gives_the_same_arrays(sharded):
 
 def test_mismatched_config_and_missing_subjects_are_clear_errors(sharded, tmp_path):
     spec, folder = sharded
-    other = {**PRESET["preprocess"], "normalise": "zscore_mask"}
+    other = {**PRESET.preprocess.to_dict(), "normalise": "zscore_mask"}
     with pytest.raises(ConfigError, match="normalise: shards 'zscore_slice' vs config "
                                           "'zscore_mask'"):
         ShardLoader(folder, config=other, label_values=spec.label_values)

@@ -15,8 +15,9 @@ from brain_tf.cli import main
 from brain_tf.data import load_spec
 from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError
-from brain_tf.tasks import TASKS
-from brain_tf.tasks import age_features, volume_level
+from brain_tf.schema import Target
+from brain_tf.tasks import TASKS, features, volume
+from brain_tf.training.runner import open_run
 
 TINY_CNN = {
     "preprocess": {"spacing": [8.0, 8.0, 8.0], "shape": [16, 16, 16]},
@@ -47,15 +48,16 @@ def cnn_run(tmp_path_factory):
 def test_cnn_run_folder_and_metrics(cnn_run):
     _, run, manifest = cnn_run
     for name in ("model.keras", "saved_model/saved_model.pb", "config.toml", "splits.csv",
-                 "history.csv", "metrics.json", "test_per_subject.csv", "learning_curves.png",
+                 "history.csv", "metrics.json", "test_items.csv", "learning_curves.png",
                  "predicted_vs_true.png"):
         assert (run / name).exists(), name
     assert len(run.history) == 2  # stop-at-epoch 2 of 3
     train_ages = manifest.loc[manifest["split"] == "train", "age"].to_numpy(float)
-    target = run.load_config()["target"]
-    assert target["mean"] == pytest.approx(train_ages.mean())
-    assert target["std"] == pytest.approx(train_ages.std())
-    table = pd.read_csv(run / "test_per_subject.csv")
+    learned = run.load_learned()  # what the run learned stays out of config.toml
+    assert learned["target_mean"] == pytest.approx(train_ages.mean())
+    assert learned["target_std"] == pytest.approx(train_ages.std())
+    assert "target_mean" not in (run / "config.toml").read_text()
+    table = pd.read_csv(run / "test_items.csv")
     truth = manifest.loc[manifest["split"] == "test", "age"].to_numpy(float)
     np.testing.assert_allclose(table["age"], truth)
     np.testing.assert_allclose(table["error"], table["predicted_age"] - table["age"])
@@ -64,16 +66,15 @@ def test_cnn_run_folder_and_metrics(cnn_run):
     assert metrics["mae"] == pytest.approx(np.abs(table["predicted_age"] - truth).mean())
     assert metrics["rmse"] == pytest.approx(np.sqrt(np.square(table["predicted_age"] - truth)
                                                     .mean()))
-    assert metrics["baseline_mae_train_mean"] == pytest.approx(
-        np.abs(truth - train_ages.mean()).mean())
+    assert metrics["baseline_mae"] == pytest.approx(np.abs(truth - train_ages.mean()).mean())
 
 
 def test_standardised_targets_are_converted_back():
-    config = {"target": {"column": "age", "kind": "regression", "standardise": True,
-                         "mean": 50.0, "std": 10.0}}
+    target, learned = Target(standardise=True), {"target_mean": 50.0, "target_std": 10.0}
     rows = pd.DataFrame({"subject": ["a", "b"], "age": [40.0, 65.0]})
-    np.testing.assert_allclose(volume_level.targets(rows, config), [-1.0, 1.5])
-    np.testing.assert_allclose(volume_level.to_units(np.array([-1.0, 1.5]), config), [40, 65])
+    np.testing.assert_allclose(volume.targets(rows, target, learned), [-1.0, 1.5])
+    np.testing.assert_allclose(volume.to_units(np.array([-1.0, 1.5]), target, learned), [40, 65])
+    np.testing.assert_allclose(volume.to_units(np.array([0.5]), target, learned, spread=True), [5])
 
 
 def test_cnn_predict_from_saved_model_in_fresh_process(cnn_run, tmp_path):
@@ -83,16 +84,16 @@ def test_cnn_predict_from_saved_model_in_fresh_process(cnn_run, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "brain_tf.cli", "age-regression", "predict",
          "--model", str(run.path), scan, "--out", str(tmp_path / "cli")],
-        capture_output=True, text=True)
+        capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     cli = pd.read_csv(tmp_path / "cli" / "predictions.csv")
     assert list(cli.columns) == ["subject", "input", "predicted_age"]
     assert cli["input"][0] == test_subject["image_T1"]
     keras = pd.read_csv(TASKS["age-regression"].predict(
-        run / "model.keras", [scan], tmp_path / "keras.csv", config=run.load_config())[0])
+        run / "model.keras", [scan], tmp_path / "keras.csv")[0])
     np.testing.assert_allclose(cli["predicted_age"], keras["predicted_age"], rtol=1e-4)
     # the same value that evaluate reported for this test subject
-    table = pd.read_csv(run / "test_per_subject.csv").set_index("subject")
+    table = pd.read_csv(run / "test_items.csv").set_index("subject")
     assert cli["predicted_age"][0] == pytest.approx(
         table.loc[test_subject["subject"], "predicted_age"], rel=1e-4)
 
@@ -140,15 +141,17 @@ def test_features_cv_choice_and_test_metrics(features_run):
     assert metrics["regressor"] == chosen
     # refit the chosen regressor by hand and check the reported test MAE
     train = pd.read_csv(run / "train_features.csv")
-    test = pd.read_csv(run / "test_per_subject.csv")
+    test = pd.read_csv(run / "test_items.csv")
     columns = ["csf_fraction", "gm_fraction", "wm_fraction"]
     regressor = {"linear": LinearRegression(), "bayesian_ridge": BayesianRidge(),
                  "poly3": make_pipeline(PolynomialFeatures(3), LinearRegression())}[chosen]
     pred = regressor.fit(train[columns], train["age"]).predict(test[columns])
     np.testing.assert_allclose(test["predicted_age"], pred, rtol=1e-6)
     assert metrics["mae"] == pytest.approx(np.abs(pred - test["age"]).mean())
-    for name in ("regressor.joblib", "predicted_vs_true.png", "config.toml", "splits.csv"):
+    for name in ("regressor.joblib", "predicted_vs_true.png", "config.toml", "splits.csv",
+                 "complete.json"):
         assert (run / name).exists(), name
+    assert run.load_learned()["regressor"] == chosen
 
 
 def test_features_predict_from_label_maps_cli(features_run, tmp_path):
@@ -157,7 +160,7 @@ def test_features_predict_from_label_maps_cli(features_run, tmp_path):
     assert main(["age-regression", "predict", "--model", str(run.path), *test_rows["label"],
                  "--out", str(tmp_path)]) == 0
     predicted = pd.read_csv(tmp_path / "predictions.csv")["predicted_age"].to_numpy()
-    expected = pd.read_csv(run / "test_per_subject.csv")["predicted_age"].to_numpy()
+    expected = pd.read_csv(run / "test_items.csv")["predicted_age"].to_numpy()
     np.testing.assert_allclose(predicted, expected, rtol=1e-6)
 
 
@@ -181,9 +184,10 @@ def test_features_from_a_tissue_run(features_run, monkeypatch, tmp_path):
         calls.append((tissue_run, images, out))
         return list(rows["label"])
 
-    monkeypatch.setattr(age_features, "segment_images", segment)
-    config = {**run.load_config(), "features": {"tissue_run": "RUN"}}
-    table = age_features.features_table(rows, config, tmp_path)
+    monkeypatch.setattr(features, "segment_images", segment)
+    _, ctx = open_run(TASKS["age-regression"], run.path)
+    ctx.config.features.tissue_run = "RUN"
+    table = features.FAMILY._features(ctx, rows, tmp_path)
     assert calls == [("RUN", list(rows["image_T1"]), tmp_path / "tissue_maps")]
-    expected = pd.read_csv(run / "test_per_subject.csv")
+    expected = pd.read_csv(run / "test_items.csv")
     np.testing.assert_allclose(table["gm_fraction"], expected["gm_fraction"])

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from brain_tf.data.synthetic import synthesize
+from brain_tf.evaluation.summaries import per_label_means, segmentation_lines
+from brain_tf.evaluation.summaries import segmentation_summary
+from brain_tf.inference.postprocess import largest_components
 from brain_tf.tasks import TASKS
-from brain_tf.tasks.segmentation3d import _print_summary, largest_components, predict, summarise
 
 SIDES = ("right_hippocampus", "left_hippocampus")
 TINY = {
@@ -38,20 +40,21 @@ def trained(tmp_path_factory):
 def test_run_folder_and_metrics_per_side(trained):
     _, run = trained
     for name in ("model.keras", "saved_model/saved_model.pb", "config.toml", "splits.csv",
-                 "history.csv", "metrics.json", "test_per_subject.csv", "learning_curves.png",
+                 "history.csv", "metrics.json", "test_items.csv", "learning_curves.png",
                  "overlay.png"):
         assert (run / name).exists(), name
     history = run.history
     assert len(history) == 2
     assert {"val_dice", "val_dice_right", "val_dice_left"} <= set(history.columns)
-    config = run.load_config()
-    assert config["labels"] == {"background": 0, "right_hippocampus": 1, "left_hippocampus": 2}
-    assert config["loss"]["class_weights"] == [0.1, 0.45, 0.45]
+    assert run.load_learned()["labels"] == {"background": 0, "right_hippocampus": 1,
+                                            "left_hippocampus": 2}
+    assert run.load_config()["loss"]["class_weights"] == [0.1, 0.45, 0.45]
     default = TASKS["hippocampus-segmentation"].config("default")
-    assert default["training"]["reduce_lr"] == {"factor": 0.5, "patience": 3}
-    assert default["sampler"]["patch_size"] == [144, 144, 144]
+    assert default.training.reduce_lr == {"factor": 0.5, "patience": 3}
+    assert default.sampler.patch_size == [144, 144, 144]
+    assert TASKS["hippocampus-segmentation"].config("small").training.reduce_lr is None
     metrics = run.load_json("metrics.json")
-    per_subject = pd.read_csv(run / "test_per_subject.csv")
+    per_subject = pd.read_csv(run / "test_items.csv")
     assert list(per_subject["label"]) == list(SIDES)
     for side in SIDES:
         row = per_subject[per_subject["label"] == side].iloc[0]
@@ -69,14 +72,15 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "brain_tf.cli", "hippocampus-segmentation", "predict",
          "--model", str(run / "saved_model"), str(scan), "--out", str(tmp_path / "cli")],
-        capture_output=True, text=True)
+        capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     written = tmp_path / "cli" / (scan.name.split(".nii")[0] + "_seg.nii.gz")
     img, source = nib.load(str(written)), nib.load(str(scan))
     np.testing.assert_allclose(img.affine, source.affine)
     labels = np.asarray(img.dataobj)
     assert img.shape == source.shape[:3] and set(np.unique(labels)) <= {0, 1, 2}
-    again = predict(run / "model.keras", [str(scan)], tmp_path / "keras", config=run.load_config())
+    again = TASKS["hippocampus-segmentation"].predict(run / "model.keras", [str(scan)],
+                                                      tmp_path / "keras")
     np.testing.assert_array_equal(np.asarray(nib.load(str(again[0])).dataobj), labels)
 
 
@@ -85,13 +89,13 @@ def test_uncertainty_is_a_one_line_cli_error(trained, tmp_path):
     scan = sorted((root / "data" / "images").glob("*_T1.nii.gz"))[0]
     out = subprocess.run([sys.executable, "-m", "brain_tf.cli", "hippocampus-segmentation",
                           "predict", "--model", str(run.path), str(scan), "--out", str(tmp_path),
-                          "--uncertainty"], capture_output=True, text=True)
+                          "--uncertainty"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "MC dropout" in out.stderr
 
 
-def test_summary_averages_finite_hd95_and_counts_undefined(capsys):
+def test_summary_averages_finite_hd95_and_counts_undefined():
     inf = float("inf")
     table = pd.DataFrame({
         "subject": ["a", "a", "b", "b", "c", "c"],
@@ -102,7 +106,7 @@ def test_summary_averages_finite_hd95_and_counts_undefined(capsys):
         "hd95_mm": [2.0, inf, 4.0, inf, 9.0, 0.0],
         "asd_mm": [1.0, inf, 2.0, inf, 3.0, 0.0],
     })
-    summary = summarise(table)
+    summary = per_label_means(table)
     assert list(summary.index) == ["right", "left"]
     right, left = summary.loc["right"], summary.loc["left"]
     assert right["hd95_mm"] == pytest.approx(5.0) and right["hd95_undefined"] == 0
@@ -110,11 +114,13 @@ def test_summary_averages_finite_hd95_and_counts_undefined(capsys):
     assert left["hd95_mm"] == pytest.approx(0.0) and left["hd95_undefined"] == 2
     assert left["dice"] == pytest.approx(1 / 3)
     assert left["sensitivity"] == pytest.approx(0.0)  # NaN left out of the mean
-    all_missing = summarise(table[table["label"] == "left"].iloc[:2])
+    all_missing = per_label_means(table[table["label"] == "left"].iloc[:2])
     assert math.isnan(all_missing.loc["left", "hd95_mm"])
     assert all_missing.loc["left", "hd95_undefined"] == 2
-    _print_summary(summary, 3, float(summary["dice"].mean()))
-    printed = capsys.readouterr().out
+    metrics = segmentation_summary(table, ["right", "left"])
+    assert metrics["mean_dice"] == pytest.approx((0.7 + 1 / 3) / 2)
+    assert metrics["hd95_mm_right"] == pytest.approx(5.0) and metrics["hd95_undefined_left"] == 2
+    printed = "\n".join(segmentation_lines(metrics, 3))
     assert "HD95 5.0 mm\n" in printed
     assert "HD95 0.0 mm (undefined for 2 of 3 subjects)" in printed
 

@@ -1,6 +1,6 @@
 """Tissue segmentation and tissue volumes end to end on a tiny synthetic Cam-CAN-layout dataset."""
 
-import argparse
+import shutil
 import subprocess
 import sys
 
@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brain_tf.cli import main
+from brain_tf.config import dump_toml, load_toml
 from brain_tf.data import load_spec
 from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError, DataError
+from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
 from brain_tf.io import save_volume
+from brain_tf.preprocess.loader import subject_loader
 from brain_tf.tasks import TASKS
-from brain_tf.tasks.segmentation3d import predict
-from brain_tf.tasks.tissue_volumes import run as volumes_run
-from brain_tf.tasks.tissue_volumes import subject_name, tissue_volumes_table
 
 TINY = {
     "preprocess": {"spacing": [12.0, 12.0, 12.0], "shape": [16, 16, 16]},
@@ -42,13 +43,13 @@ def trained(tmp_path_factory):
 def test_run_folder_and_metrics(trained):
     _, run = trained
     for name in ("model.keras", "saved_model/saved_model.pb", "config.toml", "splits.csv",
-                 "history.csv", "metrics.json", "test_per_subject.csv",
-                 "test_tissue_volumes.csv", "learning_curves.png", "overlay.png"):
+                 "history.csv", "metrics.json", "test_items.csv",
+                 "test_volumes.csv", "learning_curves.png", "overlay.png"):
         assert (run / name).exists(), name
     assert len(run.history) == 2  # stop-at-epoch 2 of 4
     assert {"val_dice", "val_dice_csf", "val_dice_gm", "val_dice_wm"} <= set(run.history.columns)
     metrics = run.load_json("metrics.json")
-    per_subject = pd.read_csv(run / "test_per_subject.csv")
+    per_subject = pd.read_csv(run / "test_items.csv")
     assert metrics["subjects"] == 1 and set(per_subject["label"]) == {"csf", "gm", "wm"}
     for name in ("csf", "gm", "wm"):
         row = per_subject[per_subject["label"] == name].iloc[0]
@@ -62,15 +63,12 @@ def test_run_folder_and_metrics(trained):
 
 def test_evaluation_volumes_match_reference_counts(trained):
     root, run = trained
-    volumes = pd.read_csv(run / "test_tissue_volumes.csv")
+    volumes = pd.read_csv(run / "test_volumes.csv")
     splits = pd.read_csv(run / "splits.csv")
     test_id = splits.loc[splits["split"] == "test", "sample"].iloc[0]
-    assert volumes["subject"].tolist() == [test_id]
+    assert volumes["item"].tolist() == [test_id]
     # reference volumes: counts on the 16^3 grid of 12 mm voxels (1.728 ml each)
-    from brain_tf.tasks.base import subject_loader
-
-    config = run.load_config()
-    config["data"]["splits_csv"] = str(run / "splits.csv")
+    config = TASKS["tissue-segmentation"].load_config(run)
     spec = load_spec(root / "data" / "spec.toml")
     rows = spec.manifest()
     rows = rows[rows["sample"] == test_id]
@@ -92,7 +90,7 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "brain_tf.cli", "tissue-segmentation", "predict",
          "--model", str(run.path), str(scan), "--out", str(tmp_path / "cli")],
-        capture_output=True, text=True)
+        capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     written = tmp_path / "cli" / (scan.name.split(".nii")[0] + "_seg.nii.gz")
     img, source = nib.load(str(written)), nib.load(str(scan))
@@ -100,11 +98,11 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     assert img.shape == source.shape[:3]
     labels = np.asarray(img.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
-    again = predict(run / "model.keras", [str(scan)], tmp_path / "keras", config=run.load_config())
+    again = TASKS["tissue-segmentation"].predict(run / "model.keras", [str(scan)], tmp_path / "k")
     np.testing.assert_array_equal(np.asarray(nib.load(str(again[0])).dataobj), labels)
     # the volumes of the predicted map, through the tissue-volumes command
     csv = tmp_path / "volumes.csv"
-    volumes_run(argparse.Namespace(spec=None, root=None, labelmaps=[str(written)], out=str(csv)))
+    assert main(["tissue-volumes", str(written), "--out", str(csv)]) == 0
     table = pd.read_csv(csv)
     voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000
     assert table.loc[0, "subject"] == scan.name.split(".nii")[0]
@@ -113,14 +111,21 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
 
 def test_predict_needs_a_mask_when_preprocessing_does(trained, tmp_path):
     root, run = trained
-    config = run.load_config()
+    given = tmp_path / "run_given_mask"
+    shutil.copytree(run.path, given)
+    config = load_toml(given / "config.toml")
     config["preprocess"]["mask"] = "given"
+    dump_toml(config, given / "config.toml")
+    task = TASKS["tissue-segmentation"]
     scan = sorted((root / "data" / "images").glob("*.nii.gz"))[0]
     with pytest.raises(ConfigError, match="needs a brain mask"):
-        predict(run / "model.keras", [str(scan)], tmp_path, config=config)
-    mask = root / "data" / "masks" / scan.name.replace("_unbiased", "_brain_mask")
-    written = predict(run / "model.keras", [str(scan)], tmp_path, config=config, masks=[str(mask)])
-    assert written[0].exists()
+        task.predict(given, [str(scan)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # checked before anything ran
+    mask_path = root / "data" / "masks" / scan.name.replace("_unbiased", "_brain_mask")
+    written = task.predict(given, [str(scan)], tmp_path / "out", masks=[str(mask_path)])
+    labels = np.asarray(nib.load(str(written[0])).dataobj)
+    mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0
+    assert labels.shape == mask.shape and not labels[~mask].any()  # the mask restricts it
 
 
 def test_tissue_volumes_hand_computed(tmp_path):
@@ -130,7 +135,7 @@ def test_tissue_volumes_hand_computed(tmp_path):
     labels.flat[30:60] = 3
     path = save_volume(labels, tmp_path / "sub-7_T1w_seg.nii.gz",
                        affine=np.diag([2.0, 1.0, 3.0, 1.0]))  # 6 mm^3 = 0.006 ml per voxel
-    table = tissue_volumes_table([path])
+    table = tissue_volumes_table([(subject_name(path), path)])
     assert subject_name(path) == "sub-7_T1w"
     row = table.iloc[0]
     assert row["subject"] == "sub-7_T1w"
@@ -138,7 +143,7 @@ def test_tissue_volumes_hand_computed(tmp_path):
     assert (row["csf_fraction"], row["gm_fraction"], row["wm_fraction"]) == pytest.approx(
         (1 / 6, 2 / 6, 3 / 6))
     # other label names and values
-    custom = tissue_volumes_table([path], {"background": 0, "grey": 2})
+    custom = tissue_volumes_table([("sub-7_T1w", path)], {"background": 0, "grey": 2})
     assert list(custom.columns) == ["subject", "path", "grey_ml", "grey_fraction"]
     assert custom.loc[0, "grey_ml"] == pytest.approx(0.12) and custom.loc[0, "grey_fraction"] == 1
 
@@ -146,8 +151,8 @@ def test_tissue_volumes_hand_computed(tmp_path):
 def test_tissue_volumes_of_a_spec_and_errors(trained, tmp_path):
     root, _ = trained
     out = tmp_path / "ref.csv"
-    volumes_run(argparse.Namespace(spec=str(root / "data" / "spec.toml"), root=None,
-                                   labelmaps=[], out=str(out)))
+    assert main(["tissue-volumes", "--spec", str(root / "data" / "spec.toml"),
+                 "--out", str(out)]) == 0
     table = pd.read_csv(out)
     assert len(table) == 5
     first = nib.load(table.loc[0, "path"])
@@ -159,15 +164,14 @@ def test_tissue_volumes_of_a_spec_and_errors(trained, tmp_path):
     empty = save_volume(np.zeros((3, 3, 3), np.uint8), tmp_path / "empty_seg.nii.gz",
                         affine=np.eye(4))
     with pytest.raises(DataError, match="empty_seg.nii.gz: the label map has none"):
-        tissue_volumes_table([empty])
-    with pytest.raises(ConfigError, match="either --spec"):
-        volumes_run(argparse.Namespace(spec=str(root / "data" / "spec.toml"), root=None,
-                                       labelmaps=[str(empty)], out=str(out)))
+        tissue_volumes_table([("empty", empty)])
+    assert main(["tissue-volumes", "--spec", str(root / "data" / "spec.toml"), str(empty),
+                 "--out", str(out)]) == 2
 
 
 def test_cli_error_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "brain_tf.cli", "tissue-segmentation", "predict",
                           "--model", str(tmp_path), "x.nii.gz", "--out", str(tmp_path)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: ")

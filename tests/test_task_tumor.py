@@ -10,7 +10,6 @@ import pytest
 
 from brain_tf.data.synthetic import synthesize
 from brain_tf.tasks import TASKS
-from brain_tf.tasks.segmentation3d import predict
 
 TINY = {
     "sampler": {"patch_size": [16, 16, 8], "patches_per_subject": 2, "max_tries": 10},
@@ -33,21 +32,23 @@ def trained(tmp_path_factory):
 
 def test_run_folder_contents(trained):
     _, run = trained
-    for name in ("model.keras", "saved_model/saved_model.pb", "config.toml", "splits.csv",
-                 "history.csv", "metrics.json", "test_per_subject.csv", "learning_curves.png",
-                 "overlay.png"):
+    for name in ("model.keras", "saved_model/saved_model.pb", "config.toml", "learned.json",
+                 "splits.csv", "history.csv", "metrics.json", "test_items.csv",
+                 "learning_curves.png", "overlay.png", "complete.json"):
         assert (run / name).exists(), name
     splits = pd.read_csv(run / "splits.csv")
     assert splits.groupby("split")["subject"].nunique().to_dict() == {"test": 1, "train": 3,
                                                                       "val": 1}
     assert len(run.history) == 2  # stop-at-epoch 2 of 5
     metrics = run.load_json("metrics.json")
-    assert metrics["subjects"] == 1
+    assert metrics["subjects"] == 1 and metrics["items"] == 1 and metrics["split"] == "test"
     assert set(metrics["per_label"]) == {"edema", "non_enhancing", "enhancing", "whole_tumour",
                                          "tumour_core"}
     assert 0.0 <= metrics["mean_dice"] <= 1.0
-    config = run.load_config()
-    assert config["labels"] == {"background": 0, "edema": 1, "non_enhancing": 2, "enhancing": 3}
+    learned = run.load_learned()
+    assert learned["labels"] == {"background": 0, "edema": 1, "non_enhancing": 2, "enhancing": 3}
+    assert learned["channels"] == ["FLAIR", "T1w", "T1gd", "T2w"]
+    assert not (run / "backup").exists()  # removed once the run was complete
 
 
 def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
@@ -56,7 +57,7 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "brain_tf.cli", "tumor-segmentation", "predict",
          "--model", str(run.path), str(scan), "--out", str(tmp_path / "cli")],
-        capture_output=True, text=True)
+        capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     written = tmp_path / "cli" / (scan.name.split(".nii")[0] + "_seg.nii.gz")
     img = nib.load(str(written))
@@ -66,13 +67,30 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     labels = np.asarray(img.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
     # the same prediction in this process from model.keras
-    again = predict(run / "model.keras", [str(scan)], tmp_path / "keras", config=run.load_config())
+    again = TASKS["tumor-segmentation"].predict(run / "model.keras", [str(scan)], tmp_path / "k")
     np.testing.assert_array_equal(np.asarray(nib.load(str(again[0])).dataobj), labels)
 
 
 def test_cli_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "brain_tf.cli", "tumor-segmentation",
-                          "evaluate", "--run", str(tmp_path)], capture_output=True, text=True)
+                          "evaluate", "--run", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "not a brain_tf run folder" in out.stderr
+
+
+def test_wrong_channel_count_is_named_before_the_model_loads(trained, tmp_path):
+    root, run = trained
+    scan = sorted((root / "data" / "imagesTr").glob("BRATS_*.nii.gz"))[0]
+    volume = nib.load(str(scan))
+    three = tmp_path / "three.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(volume.dataobj)[..., :3], volume.affine), str(three))
+    out = subprocess.run(
+        [sys.executable, "-m", "brain_tf.cli", "tumor-segmentation", "predict",
+         "--model", str(run.path), str(three), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"error: {three}: 3 channel(s) found; this model expects 4 (FLAIR, T1w, T1gd, T2w): "
+        "give one 4D file or 4 comma-separated 3D files in that order"]
+    assert not (tmp_path / "out").exists()

@@ -85,7 +85,17 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
                 callbacks=run_callbacks(tmp_path, patience=None) + [count])
     assert epochs_run == [2, 3, 4]
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [0, 1, 2, 3, 4]
-    assert not (tmp_path / "backup").exists()
+    # the backup stays until the run folder is complete: a kill while saving the model
+    # must not lose the finished epochs
+    assert (tmp_path / "backup").exists()
+    again = tiny_model(seed=2)
+    epochs_run.clear()
+    again.fit(x, y, validation_data=(x, y), epochs=5, verbose=0,
+              callbacks=run_callbacks(tmp_path, patience=None) + [count])
+    assert epochs_run == [] and len(pd.read_csv(tmp_path / "history.csv")) == 5
+    np.testing.assert_array_equal(again.get_weights()[0], resumed.get_weights()[0])
+    RunFolder(tmp_path).mark_complete({})
+    assert not (tmp_path / "backup").exists() and (tmp_path / "complete.json").exists()
 
 
 def test_run_folder_saves_and_exports(tmp_path):

@@ -37,6 +37,7 @@ Example (Cam-CAN coursework layout)::
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,12 +320,13 @@ class DataSpec:
 
 
 def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) -> DataSpec:
-    """Load a data spec TOML. ``root`` overrides the spec's root folder.
+    """Load a data spec TOML, or a shipped one by name (``"camcan"``, see
+    :func:`shipped_specs`). ``root`` overrides the spec's root folder.
 
     A relative ``root`` in the file is resolved against the spec file's folder;
     relative file patterns are resolved against the root.
     """
-    path = Path(path)
+    path = spec_path(path)
     try:
         data = load_toml(path)
     except Exception as exc:
@@ -333,6 +335,21 @@ def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
 
 
 def shipped_specs() -> dict[str, Path]:
-    """The data specs shipped in the repository's ``data_specs/`` folder."""
-    folder = Path(__file__).resolve().parents[2] / "data_specs"
+    """The data specs shipped with brain_tf (package data in ``brain_tf/data_specs/``;
+    the repository's top-level ``data_specs`` links there)."""
+    folder = Path(str(importlib.resources.files("brain_tf") / "data_specs"))
     return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def spec_path(name: str | os.PathLike) -> Path:
+    """The file of a data spec: an existing path, or the shipped spec of that name
+    (``camcan``, ``camcan.toml`` or ``data_specs/camcan.toml``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = shipped_specs()
+    key = path.stem if path.suffix == ".toml" else path.name
+    if path.parent in (Path("."), Path("data_specs")) and key in shipped:
+        return shipped[key]
+    raise SpecError(f"{path}: data spec file not found (and no shipped spec has that name: "
+                    f"{', '.join(shipped)})")

@@ -58,7 +58,8 @@ def _spacing(spacing, ndim: int) -> tuple[float, ...]:
     return spacing
 
 
-def _ratio(numerator: float, denominator: float) -> float:
+def safe_ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is 0 (an undefined ratio)."""
     return float(numerator) / float(denominator) if denominator else float("nan")
 
 
@@ -71,11 +72,16 @@ def confusion_counts(pred, ref) -> dict[str, int]:
     return {"tp": tp, "fp": fp, "fn": fn, "tn": int(pred.size) - tp - fp - fn}
 
 
+def dice_from_counts(counts: Mapping[str, int]) -> float:
+    """Dice ``2 TP / (2 TP + FP + FN)`` from :func:`confusion_counts` (summed over any
+    number of slices or subjects); 1 when both masks are empty."""
+    denominator = 2 * counts["tp"] + counts["fp"] + counts["fn"]
+    return 2.0 * counts["tp"] / denominator if denominator else 1.0
+
+
 def dice(pred, ref) -> float:
     """Dice ``2|P & R| / (|P| + |R|)``; 1 when both masks are empty."""
-    c = confusion_counts(pred, ref)
-    denominator = 2 * c["tp"] + c["fp"] + c["fn"]
-    return 2.0 * c["tp"] / denominator if denominator else 1.0
+    return dice_from_counts(confusion_counts(pred, ref))
 
 
 def surface(mask) -> np.ndarray:
@@ -156,13 +162,12 @@ def binary_metrics(pred, ref, spacing=None) -> dict[str, float]:
     sampling = _spacing(spacing, pred.ndim)
     c = confusion_counts(pred, ref)
     voxel_ml = float(np.prod(sampling)) / 1000.0
-    both = 2 * c["tp"] + c["fp"] + c["fn"]
     hd, asd = _distance_metrics(pred, ref, sampling)
     return {
-        "dice": 2.0 * c["tp"] / both if both else 1.0,
-        "sensitivity": _ratio(c["tp"], c["tp"] + c["fn"]),
-        "specificity": _ratio(c["tn"], c["tn"] + c["fp"]),
-        "precision": _ratio(c["tp"], c["tp"] + c["fp"]),
+        "dice": dice_from_counts(c),
+        "sensitivity": safe_ratio(c["tp"], c["tp"] + c["fn"]),
+        "specificity": safe_ratio(c["tn"], c["tn"] + c["fp"]),
+        "precision": safe_ratio(c["tp"], c["tp"] + c["fp"]),
         "hd95_mm": hd,
         "asd_mm": asd,
         "pred_voxels": c["tp"] + c["fp"],

@@ -1,12 +1,19 @@
-"""Structure volumes from label maps (system A's age features)."""
+"""Structure volumes from label maps (system A's age features), and their tables.
+
+Volumes are voxel counts times the voxel volume (mm^3 / 1000 = ml); fractions divide
+each volume by their sum over the labels measured (CSF + GM + WM: system A's features).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from brain_tf.errors import DataError
+from brain_tf.errors import ConfigError, DataError
 
 TISSUE_LABELS = {"csf": 1, "gm": 2, "wm": 3}
 """System A's tissue labels (0 is background)."""
@@ -40,3 +47,79 @@ def volume_fractions(volumes: Mapping[str, float]) -> dict[str, float]:
         raise DataError("all volumes are 0: the label map has none of the labels; "
                         "check the segmentation and the label values")
     return {name: float(v) / total for name, v in volumes.items()}
+
+
+def foreground_labels(labels: Mapping[str, int]) -> dict[str, int]:
+    """``labels`` without the background (value 0)."""
+    return {str(name): int(value) for name, value in labels.items() if int(value) != 0}
+
+
+def volume_row(label_map, spacing, labels: Mapping[str, int], where: str = "label map"
+               ) -> dict[str, float]:
+    """``{name}_ml`` for each label, then ``{name}_fraction``; DataError naming ``where``
+    when the map has none of the labels."""
+    volumes = tissue_volumes(label_map, spacing, labels)
+    if not any(volumes.values()):
+        raise DataError(f"{where}: the label map has none of the labels {dict(labels)}; "
+                        "check the file and the label values")
+    row = {f"{name}_ml": value for name, value in volumes.items()}
+    row.update({f"{name}_fraction": value for name, value in volume_fractions(volumes).items()})
+    return row
+
+
+def subject_name(path: str | os.PathLike) -> str:
+    """``sub-01_T1w_seg.nii.gz`` -> ``sub-01_T1w``: the file name without ``_seg`` and extension."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".mgz", ".mgh"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return name[:-4] if name.endswith("_seg") else name
+
+
+def tissue_volumes_table(items: Sequence[tuple[str, str]], labels: Mapping[str, int] | None = None
+                         ) -> pd.DataFrame:
+    """One row per ``(subject, label-map path)``: ``subject, path, {name}_ml...,
+    {name}_fraction...`` for the foreground ``labels`` (default CSF 1, GM 2, WM 3)."""
+    from brain_tf.io import load_label
+
+    labels = foreground_labels(labels or TISSUE_LABELS)
+    if not labels:
+        raise ConfigError("no foreground labels to measure; give e.g. {'csf': 1, 'gm': 2, 'wm': 3}")
+    if not items:
+        raise DataError("no label maps to measure: the manifest has no label files, "
+                        "or no paths were given")
+    rows = []
+    for subject, path in items:
+        volume = load_label(path)
+        rows.append({"subject": subject, "path": str(path),
+                     **volume_row(volume.array, volume.spacing, labels, where=str(path))})
+    return pd.DataFrame(rows)
+
+
+def predicted_and_reference(per_item: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Per test subject, predicted and reference volumes (ml) and fractions of ``names``
+    from a segmentation evaluation's per-item table (its ``pred_ml`` and ``ref_ml``)."""
+    rows = []
+    for (item, subject), group in per_item.groupby(["item", "subject"], sort=False):
+        by_label = group.set_index("label")
+        row = {"item": item, "subject": subject}
+        for kind in ("pred", "ref"):
+            volumes = {n: float(by_label.at[n, f"{kind}_ml"]) for n in names}
+            total = sum(volumes.values())
+            for n in names:
+                row[f"{n}_ml_{kind}"] = volumes[n]
+                row[f"{n}_fraction_{kind}"] = volumes[n] / total if total else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def volume_errors(table: pd.DataFrame, names: Sequence[str]) -> dict:
+    """Mean absolute volume (ml) and fraction errors, and mean reference volumes."""
+    out = {}
+    for n in names:
+        for kind in ("ml", "fraction"):
+            out[f"volume_mae_{kind}_{n}"] = float(np.nanmean(
+                np.abs(table[f"{n}_{kind}_pred"] - table[f"{n}_{kind}_ref"])))
+        out[f"volume_ref_mean_ml_{n}"] = float(table[f"{n}_ml_ref"].mean())
+    return out

@@ -109,3 +109,17 @@ def to_label_map(
     if activation == "sigmoid":
         return labels_from_sigmoid(probabilities, threshold, merge, label_values)
     raise ConfigError(f"activation={activation!r}: must be 'softmax' or 'sigmoid'")
+
+
+def largest_components(indices: np.ndarray, classes) -> np.ndarray:
+    """``indices`` with every voxel of ``classes`` outside that class's largest
+    face-connected component set to 0 (background)."""
+    import scipy.ndimage as ndi
+
+    out = np.array(indices, copy=True)
+    for c in classes:
+        components, count = ndi.label(out == c)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            out[(components > 0) & (components != np.argmax(sizes) + 1)] = 0
+    return out

@@ -8,11 +8,12 @@ from brain_tf.io.nifti import (
     load_label,
     load_modalities,
     load_volume,
+    read_shape,
     save_volume,
     spacing_from_affine,
 )
 
 __all__ = [
     "Volume", "atomic_path", "check_aligned", "load_image", "load_label", "load_modalities",
-    "load_volume", "save_image", "save_volume", "spacing_from_affine", "write_text",
+    "load_volume", "read_shape", "save_image", "save_volume", "spacing_from_affine", "write_text",
 ]

@@ -266,3 +266,10 @@ def save_volume(
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def read_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The array shape of a NIfTI/Analyze file from its header alone (no voxel data read)."""
+    path = Path(path)
+    _check_exists(path)
+    return tuple(int(n) for n in _read_image(path).shape)

@@ -21,6 +21,7 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
                       weights: str | os.PathLike | None = None, backbone: str = "resnet50",
                       width: int = 64, blocks=None, freeze: str = "none",
                       dropout: float = 0.0, mc_dropout: bool = False,
+                      input_normalization: str | None = "backbone",
                       name: str = "resnet_classifier") -> keras.Model:
     """ResNet-50 without top -> global average pool -> dropout -> softmax head(s).
 
@@ -48,6 +49,10 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
         dropout: Dropout rate before the heads (layer ``dropout``).
         mc_dropout: keep that dropout active at inference (MCDropout) for
             Monte Carlo uncertainty; needs ``dropout > 0``.
+        input_normalization: ``"backbone"`` (the backbone's own: caffe for ResNet-50,
+            ImageNet mean/std for ResNet-34), ``"caffe"``, ``"torch"``, ``"unit"`` or None
+            (see :class:`brain_tf.models.layers.ImageNormalization`): the model takes pixel
+            values as read from 8-bit files (0-255).
 
     Grad-CAM layer: ``conv5_block3_out``.
     """
@@ -59,7 +64,8 @@ def resnet_classifier(input_shape=(224, 224, 3), num_outputs: int | Mapping[str,
     else:
         heads = {"head": num_outputs}
     inputs = keras.Input(shape, name="input")
-    encoder = build_backbone(backbone, inputs, weights, width=width, blocks=blocks)
+    encoder = build_backbone(backbone, inputs, weights, width=width, blocks=blocks,
+                             normalization=input_normalization)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(encoder.output)
     if dropout > 0 or mc_dropout:
         x = dropout_layer(dropout, mc=mc_dropout, name="dropout")(x)

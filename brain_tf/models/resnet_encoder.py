@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from brain_tf.errors import ConfigError, ModelError
+from brain_tf.models.layers import NORMALIZATIONS, ImageNormalization
 
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RESNET50_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -56,12 +57,28 @@ def check_weights_file(weights: str | os.PathLike) -> str:
     return str(path)
 
 
-def resnet50_backbone(inputs, weights: str | os.PathLike | None = None) -> keras.Model:
+#: Each backbone's own input normalisation (see :class:`ImageNormalization`).
+NATIVE_NORMALIZATION = {"resnet34": "torch", "resnet50": "caffe"}
+
+
+def _normalized(inputs, normalization: str | None):
+    """``inputs`` through the backbone's input normalisation (layer ``input_normalization``)."""
+    if normalization is None:
+        return inputs
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"input normalization must be one of {NORMALIZATIONS}, "
+                          f"'backbone' or None, not {normalization!r}")
+    return ImageNormalization(normalization, name="input_normalization")(inputs)
+
+
+def resnet50_backbone(inputs, weights: str | os.PathLike | None = None,
+                      normalization: str | None = "caffe") -> keras.Model:
     """``keras.applications.ResNet50`` without top on the tensor ``inputs``.
 
-    ``weights``: None (random), ``"imagenet"`` (Keras' ImageNet weights; they
-    expect ``keras.applications.resnet50.preprocess_input`` and 3 channels)
-    or a path to a weights file of this backbone.
+    ``weights``: None (random), ``"imagenet"`` (Keras' ImageNet weights, for 3 channels)
+    or a path to a weights file of this backbone. ``normalization``: the input
+    normalisation layer put first ("caffe", what Keras' ImageNet weights expect, takes
+    0-255 RGB pixels; None leaves the input as it is).
     """
     if weights == "imagenet":
         if inputs.shape[-1] != 3:
@@ -73,7 +90,7 @@ def resnet50_backbone(inputs, weights: str | os.PathLike | None = None) -> keras
     else:
         path = None
     backbone = keras.applications.ResNet50(include_top=False, weights=None,
-                                           input_tensor=inputs)
+                                           input_tensor=_normalized(inputs, normalization))
     if path is not None:
         _load(backbone, path)
     return backbone
@@ -102,7 +119,8 @@ def basic_block(x, filters: int, *, strides: int = 1, name: str):
 
 
 def resnet34_backbone(inputs, weights: str | os.PathLike | None = None,
-                      width: int = 64, blocks=RESNET34_BLOCKS) -> keras.Model:
+                      width: int = 64, blocks=RESNET34_BLOCKS,
+                      normalization: str | None = "torch") -> keras.Model:
     """ResNet-34 without top on the tensor ``inputs`` (7x7/2 stem, 3x3/2
     max-pool, basic blocks [3, 4, 6, 3] with 64/128/256/512 filters).
 
@@ -114,7 +132,9 @@ def resnet34_backbone(inputs, weights: str | os.PathLike | None = None,
 
     ``weights``: None or a path to a weights file saved from this backbone
     (``backbone.save_weights("x.weights.h5")``). Keras has no ImageNet
-    ResNet-34, so ``"imagenet"`` raises ModelError.
+    ResNet-34, so ``"imagenet"`` raises ModelError. ``normalization``: the input
+    normalisation layer put first ("torch", ImageNet mean/std as torchvision's ResNets
+    expect, takes 0-255 RGB pixels; None leaves the input as it is).
     """
     if weights == "imagenet":
         raise ModelError("Keras ships no ImageNet ResNet-34 weights; pass a local ResNet-34 "
@@ -124,7 +144,7 @@ def resnet34_backbone(inputs, weights: str | os.PathLike | None = None,
     blocks = _check_blocks(blocks)
     filters = [int(width) * f // RESNET34_FILTERS[0] for f in RESNET34_FILTERS]
     x = keras.layers.Conv2D(filters[0], 7, strides=2, padding="same", use_bias=False,
-                            name="conv1_conv")(inputs)
+                            name="conv1_conv")(_normalized(inputs, normalization))
     x = keras.layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     for stage, (stage_filters, count) in enumerate(zip(filters, blocks), start=2):
@@ -170,16 +190,21 @@ BACKBONES = {"resnet34": resnet34_backbone, "resnet50": resnet50_backbone}
 
 
 def build_backbone(name: str, inputs, weights: str | os.PathLike | None = None,
-                   width: int = 64, blocks=None) -> keras.Model:
+                   width: int = 64, blocks=None, normalization: str | None = "backbone"
+                   ) -> keras.Model:
     """The backbone ``name`` ("resnet34" or "resnet50") on ``inputs``; ``width``
     (filters of the first stage) and ``blocks`` (per stage) are adjustable for
-    ResNet-34 only."""
+    ResNet-34 only. ``normalization="backbone"`` puts the backbone's own input
+    normalisation first (:data:`NATIVE_NORMALIZATION`), so the model takes 0-255 pixels."""
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)}")
+    if normalization == "backbone":
+        normalization = NATIVE_NORMALIZATION[name]
     if name == "resnet34":
         return resnet34_backbone(inputs, weights, width=width,
-                                 blocks=RESNET34_BLOCKS if blocks is None else blocks)
+                                 blocks=RESNET34_BLOCKS if blocks is None else blocks,
+                                 normalization=normalization)
     if int(width) != 64 or blocks is not None:
         raise ConfigError(f"{name} has a fixed layout; width and blocks need "
                           "backbone='resnet34'")
-    return BACKBONES[name](inputs, weights)
+    return BACKBONES[name](inputs, weights, normalization=normalization)

@@ -26,6 +26,7 @@ def unet2d_resnet(input_shape=(256, 256, 3), num_outputs: int = 2, *,
                   depth: int = 5, base_filters: int = 16, norm: str = "batch",
                   upsampling: str = "transpose", dropout: float = 0.0,
                   freeze_encoder: bool = False, output_activation: str = "softmax",
+                  input_normalization: str | None = "backbone",
                   name: str = "unet2d_resnet") -> keras.Model:
     """A 2D U-Net whose encoder is a ResNet, with a skip from each stage.
 
@@ -52,6 +53,9 @@ def unet2d_resnet(input_shape=(256, 256, 3), num_outputs: int = 2, *,
         freeze_encoder: make the encoder layers non-trainable (a frozen first
             epoch, as in system D); unfreeze later with
             ``freeze_up_to(model, None)``.
+        input_normalization: the encoder's input normalisation (see
+            :func:`brain_tf.models.resnet_encoder.build_backbone`); by default the model
+            takes 0-255 pixel values.
     """
     shape = check_input_shape(input_shape, 2, model=name)
     if backbone not in BACKBONES:
@@ -64,7 +68,7 @@ def unet2d_resnet(input_shape=(256, 256, 3), num_outputs: int = 2, *,
     check_divisible(shape, [2 ** depth] * 2, model=name, depth=depth)
     inputs = keras.Input(shape, name="input")
     encoder = build_backbone(backbone, inputs, weights, width=encoder_width,
-                             blocks=encoder_blocks)
+                             blocks=encoder_blocks, normalization=input_normalization)
     names = skip_layers(backbone, encoder_blocks)[:depth]
     features = [encoder.get_layer(n).output for n in names]
     stages = [(level, features[level - 2] if level >= 2 else None,

@@ -1,20 +1,23 @@
-"""tf.data input pipelines: patch samplers, 3D/2D augmentation, datasets for model.fit."""
+"""tf.data input pipelines: patch samplers, 3D/2D augmentation, datasets for model.fit.
 
-from brain_tf.pipeline.augment2d import Augment2D
-from brain_tf.pipeline.augment3d import Augment3D
-from brain_tf.pipeline.datasets import (
-    imagenet_normalise,
-    one_hot_labels,
-    patch_dataset,
-    slice_dataset,
-    volume_dataset,
-)
-from brain_tf.pipeline.presets import DEFAULTS_2D, DEFAULTS_3D, PRESETS, augment_config
-from brain_tf.pipeline.sampling import PatchSampler, SamplerStats, cut_patch
-from brain_tf.pipeline.sources import Source
+The names below load their modules on first use, so reading an augmentation config
+(:mod:`brain_tf.pipeline.presets`) does not import TensorFlow.
+"""
 
-__all__ = [
-    "Augment2D", "Augment3D", "DEFAULTS_2D", "DEFAULTS_3D", "PRESETS", "PatchSampler",
-    "SamplerStats", "Source", "augment_config", "cut_patch", "imagenet_normalise",
-    "one_hot_labels", "patch_dataset", "slice_dataset", "volume_dataset",
-]
+import importlib
+
+_NAMES = {
+    "Augment2D": "augment2d", "Augment3D": "augment3d", "one_hot_labels": "datasets",
+    "patch_dataset": "datasets", "slice_dataset": "datasets", "volume_dataset": "datasets",
+    "DEFAULTS_2D": "presets", "DEFAULTS_3D": "presets", "PRESETS": "presets",
+    "augment_config": "presets", "PatchSampler": "sampling", "SamplerStats": "sampling",
+    "cut_patch": "sampling", "Source": "sources",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"brain_tf.pipeline.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'brain_tf.pipeline' has no attribute {name!r}")

@@ -26,7 +26,6 @@ from brain_tf.pipeline.augment2d import Augment2D
 from brain_tf.pipeline.augment3d import Augment3D
 from brain_tf.pipeline.sampling import PatchSampler, cut_patch
 from brain_tf.pipeline.sources import Source
-from brain_tf.preprocess.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -224,18 +223,12 @@ def volume_dataset(
     return _finish(ds, 0, seed, batch_size, drop_remainder, prefetch)
 
 
-def imagenet_normalise(image):
-    """(x - ImageNet mean) / ImageNet std for RGB images in [0, 1] (TF op)."""
-    return (image - tf.constant(IMAGENET_MEAN, tf.float32)) / tf.constant(IMAGENET_STD, tf.float32)
-
-
 def slice_dataset(
     images,
     masks=None,
     targets=None,
     num_classes: int | None = None,
     augment: str | Mapping[str, Any] | Augment2D | None = None,
-    normalise: str | None = None,
     drop_background: bool = False,
     batch_size: int = 16,
     shuffle: bool = True,
@@ -257,8 +250,7 @@ def slice_dataset(
         targets: class indices or a dict of them (``{"perspective": ..., "sequence": ...}``)
             when ``y`` is not a mask.
         augment: preset name (``"lgg"``, ``"tcga_gbm"``), config dict or :class:`Augment2D`.
-        normalise: ``"imagenet"`` to apply ImageNet mean/std after augmentation
-            (images in [0, 1]), or None.
+            Images keep their scale (the 2D models normalise their inputs themselves).
     """
     if masks is not None:
         if callable(images):
@@ -277,15 +269,11 @@ def slice_dataset(
     if augment is not None and not isinstance(augment, Augment2D):
         augment = Augment2D(augment)
     aug = None if augment is None or augment.is_identity else augment
-    if normalise not in (None, "imagenet"):
-        raise ConfigError(f"slice_dataset normalise must be 'imagenet' or None, not {normalise!r}")
 
     def load(index, pair):
         x, mask = source.tf_load(index, with_label=segmentation, spatial_shape=shape)
         if aug is not None:
             x, mask = aug(x, mask, pair)
-        if normalise == "imagenet":
-            x = imagenet_normalise(x)
         if segmentation:
             return x, one_hot_labels(mask, num_classes, drop_background)
         return x, target(index)

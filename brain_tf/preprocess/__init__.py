@@ -17,7 +17,7 @@ from brain_tf.preprocess.normalise import (
     register_normaliser,
 )
 from brain_tf.preprocess.resample import crop_start, resample, target_grid, window
-from brain_tf.preprocess.slices import preprocess_slice, to_unit_float
+from brain_tf.preprocess.slices import preprocess_slice, to_pixel_scale
 from brain_tf.preprocess.subject import (
     Preprocessed,
     check_config,
@@ -29,6 +29,6 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "ManifestLoader", "NORMALISERS", "Preprocessed",
     "PreprocessCache", "SliceLoader", "check_config", "config_hash", "crop_start",
     "indices_to_values", "normalise", "preprocess_slice", "preprocess_subject",
-    "register_normaliser", "resample", "simple_brain_mask", "target_grid", "to_unit_float",
+    "register_normaliser", "resample", "simple_brain_mask", "target_grid", "to_pixel_scale",
     "values_to_indices", "window",
 ]

@@ -1,4 +1,10 @@
-"""Preprocessing of 2D slices (systems D and E): scale, resize, normalise, map labels."""
+"""Preprocessing of 2D slices (systems D and E): pixel scale, resize, map labels.
+
+Slices keep the 0-255 scale of 8-bit image files (16-bit and other integer images are
+scaled to it), because the 2D models normalise their inputs themselves
+(:class:`brain_tf.models.layers.ImageNormalization`): an exported model then takes an
+image as read from disk.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +16,24 @@ import skimage.transform
 from brain_tf.config import with_defaults
 from brain_tf.errors import DataError
 from brain_tf.preprocess.labels import values_to_indices
-from brain_tf.preprocess.normalise import normalise
+from brain_tf.schema import SlicePreprocess
 
-SLICE_DEFAULTS: dict[str, Any] = {
-    "shape": None,  # [rows, cols] to resize to
-    "rgb": False,  # repeat a grey image to 3 channels (ImageNet backbones)
-    "normalise": "none",  # e.g. "imagenet"; often left to the pipeline instead
-    "normalise_options": {},
-    "labels": None,  # mask values in class order, e.g. [0, 255]
-}
+SLICE_DEFAULTS: dict[str, Any] = SlicePreprocess().to_dict()
 
 
-def to_unit_float(image: np.ndarray) -> np.ndarray:
-    """Integer images to float32 in [0, 1] (divided by the type's maximum)."""
+def to_pixel_scale(image: np.ndarray) -> np.ndarray:
+    """float32 pixels on the 0-255 scale: 8-bit values as they are, other integer types
+    scaled by 255 / their maximum, booleans 0/255, floats in [0, 1] times 255 (other
+    floats as they are)."""
     image = np.asarray(image)
     if image.dtype == bool:
+        return image.astype(np.float32) * np.float32(255)
+    if image.dtype == np.uint8:
         return image.astype(np.float32)
     if image.dtype.kind in "ui":
-        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    return image.astype(np.float32)
+        return image.astype(np.float32) * np.float32(255.0 / np.iinfo(image.dtype).max)
+    image = image.astype(np.float32)
+    return image * np.float32(255) if image.size and image.max() <= 1.0 else image
 
 
 def preprocess_slice(
@@ -43,7 +48,7 @@ def preprocess_slice(
     See :data:`SLICE_DEFAULTS` for the config keys.
     """
     cfg = with_defaults(config, SLICE_DEFAULTS, "slice preprocessing config")
-    x = to_unit_float(image)
+    x = to_pixel_scale(image)
     if x.ndim == 2:
         x = x[..., None]
     if x.ndim != 3:
@@ -65,7 +70,6 @@ def preprocess_slice(
             if m is not None:
                 m = skimage.transform.resize(m, shape, order=0, anti_aliasing=False,
                                              preserve_range=True).astype(m.dtype)
-    x = normalise(x, cfg["normalise"], where=where, **cfg["normalise_options"])
     values = cfg["labels"] if cfg["labels"] is not None else label_values
     if m is not None:
         m = values_to_indices(m, values, where=where)

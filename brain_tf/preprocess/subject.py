@@ -43,22 +43,12 @@ from brain_tf.preprocess.brain_mask import simple_brain_mask
 from brain_tf.preprocess.labels import values_to_indices
 from brain_tf.preprocess.normalise import NORMALISERS, normalise
 from brain_tf.preprocess.resample import crop_start, resample, target_grid, translate_affine, window
+from brain_tf.schema import Preprocess
 
 #: Bump when the preprocessing code changes its output, to invalidate caches.
 PREPROCESS_VERSION = 1
 
-DEFAULTS: dict[str, Any] = {
-    "spacing": None,
-    "shape": None,
-    "crop": None,
-    "crop_mode": "center",
-    "order": 3,
-    "normalise": "none",
-    "normalise_options": {},
-    "mask": "given",
-    "apply_mask": False,
-    "labels": None,
-}
+DEFAULTS: dict[str, Any] = Preprocess().to_dict()
 MASK_MODES = ("given", "auto", "none")
 
 

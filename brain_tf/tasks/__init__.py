@@ -1,9 +1,9 @@
-"""The tasks: one module each, registered by name in :data:`TASKS`."""
+"""The tasks, registered by name in :data:`TASKS` (configuration only: importing them is
+cheap; each task's family of hooks is imported when it runs)."""
 
-from brain_tf.tasks import tumor  # noqa: F401  (registers the task)
-from brain_tf.tasks import age, sex  # noqa: F401  (register the tasks)
-from brain_tf.tasks import hippocampus, tissue  # noqa: F401  (register the tasks)
-from brain_tf.tasks import lesion, slice_classification  # noqa: F401  (register the tasks)
-from brain_tf.tasks.base import TASKS, Task, deep_merge
+from brain_tf.tasks import (  # noqa: F401  (each module registers its task)
+    age, hippocampus, lesion, sex, slice_classification, tissue, tumor,
+)
+from brain_tf.tasks.base import TASKS, Task
 
-__all__ = ["TASKS", "Task", "deep_merge"]
+__all__ = ["TASKS", "Task"]

@@ -1,59 +1,106 @@
-"""What every task shares: presets, data loading and splits, run folders, the CLI.
+"""A task: presets over the typed config sections, and the family of hooks that runs it.
 
-A task is a small configuration (presets: nested dicts that go to config.toml)
-plus three functions: ``train(config, run)``, ``evaluate(run)`` and
-``predict(run_or_model, inputs, out)``. The shared steps live here.
+Task modules are configuration only (they import nothing heavy), so the command line
+lists the tasks and checks their options without loading TensorFlow. A task names its
+*family* (a module of this package with a ``FAMILY`` object, see
+:class:`brain_tf.training.runner.Family`); the one runner in
+:mod:`brain_tf.training.runner` trains, evaluates and predicts every task through it.
+
+Adding a task: write a module with its presets (only the values that differ from the
+section defaults in :mod:`brain_tf.schema`) and ``register(Task(...))`` it in
+:mod:`brain_tf.tasks`; a new kind of task also writes a family module.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import importlib
 from pathlib import Path
-from typing import Callable
 
-import pandas as pd
+from brain_tf import schema as s
+from brain_tf.errors import ConfigError
 
-from brain_tf.data import apply_splits, load_spec, split_subjects
-from brain_tf.errors import ConfigError, DataError
-from brain_tf.preprocess.loader import ManifestLoader
-from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
+_COMMON = {"data": s.Data, "model": None, "loss": None, "metrics": None, "augment": None,
+           "optimizer": s.Optimizer, "training": s.Training, "inference": s.Inference}
 
-REPO = Path(__file__).resolve().parents[2]
+#: Family name -> "module:object" in this package (see the module docstring).
+FAMILIES = {"segmentation": "segmentation:FAMILY", "volume": "volume:FAMILY",
+            "features": "features:FAMILY", "lesion": "slices:LESION",
+            "slices": "slices:CLASSES"}
 
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """A copy of ``base`` with ``override``'s keys replacing (recursively)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+#: The config sections each family reads: section name -> Section class, or None for a
+#: free-form section (:data:`brain_tf.schema.FREE`).
+SCHEMAS = {
+    "segmentation": {**_COMMON, "preprocess": s.Preprocess, "sampler": s.Sampler,
+                     "evaluation": s.Evaluation},
+    "volume": {**_COMMON, "preprocess": s.Preprocess, "target": s.Target},
+    "features": {"data": s.Data, "features": s.Features},
+    "lesion": {**_COMMON, "preprocess": s.SlicePreprocess},
+    "slices": {**_COMMON, "preprocess": s.SlicePreprocess, "target": s.SliceTarget},
+}
 
 
 @dataclasses.dataclass
 class Task:
-    """A task: its presets and its train / evaluate / predict functions."""
+    """A task's name, presets and family (``preset_families`` runs some presets by
+    another family, e.g. age regression's tissue-volume ``features`` preset)."""
 
     name: str
     description: str
+    family_name: str
     presets: dict[str, dict]
-    train: Callable
-    evaluate: Callable
-    predict: Callable
+    preset_families: dict[str, str] = dataclasses.field(default_factory=dict)
+    takes_masks: bool = False  # predict accepts one brain mask per input (--mask)
 
-    def config(self, preset: str = "default", overrides: dict | None = None) -> dict:
+    def family_of(self, preset: str) -> str:
+        return self.preset_families.get(preset, self.family_name)
+
+    def family(self, preset: str = "default"):
+        """The family object (its module is imported on first use)."""
+        module, _, name = FAMILIES[self.family_of(preset)].partition(":")
+        return getattr(importlib.import_module(f"brain_tf.tasks.{module}"), name)
+
+    def config(self, preset: str = "default", overrides: dict | None = None) -> s.RunConfig:
+        """The preset merged over ``default`` (the published settings; a preset of another
+        family stands alone), then ``overrides`` (e.g. a ``--config`` file), checked against
+        the family's sections."""
         if preset not in self.presets:
-            raise ConfigError(f"task {self.name}: unknown preset {preset!r}; "
-                              f"choose from {sorted(self.presets)}")
-        base = self.presets["default"]
-        merged = deep_merge(base, self.presets[preset]) if preset != "default" else base
-        merged = deep_merge(merged, overrides or {})
-        merged["task"] = self.name
-        merged["preset"] = preset
-        return merged
+            raise ConfigError(f"task {self.name}: unknown preset {preset!r}; choose from "
+                              f"{', '.join(sorted(self.presets))}")
+        merged = self.presets[preset]
+        if self.family_of(preset) == self.family_name and preset != "default":
+            merged = s.deep_merge(self.presets["default"], merged)
+        merged = s.deep_merge(merged, overrides or {})
+        merged.update(task=self.name, preset=preset)
+        where = f"{self.name} preset {preset!r}" + (" with your settings" if overrides else "")
+        return s.RunConfig.build(merged, SCHEMAS[self.family_of(preset)], where)
+
+    def load_config(self, run) -> s.RunConfig:
+        """The config of a run folder (its ``config.toml``)."""
+        from brain_tf.config import load_toml
+
+        raw = load_toml(Path(run.path if hasattr(run, "path") else run) / "config.toml")
+        if raw.get("task") != self.name:
+            raise ConfigError(f"{run}: a {raw.get('task')!r} run, not a {self.name} run; use "
+                              f"'brain-tf {raw.get('task')}'")
+        return s.RunConfig.build(raw, SCHEMAS[self.family_of(raw.get("preset", "default"))],
+                                 f"{run}/config.toml")
+
+    # the runner's three actions for this task
+    def train(self, config: s.RunConfig, run_dir=None, force: bool = False):
+        from brain_tf.training import runner
+
+        return runner.train(self, config, run_dir, force)
+
+    def evaluate(self, run, root: str | None = None) -> dict:
+        from brain_tf.training import runner
+
+        return runner.evaluate(self, run, root=root)
+
+    def predict(self, model, inputs, out, uncertainty: bool = False, masks=None):
+        from brain_tf.training import runner
+
+        return runner.predict(self, model, inputs, out, uncertainty, masks)
 
 
 TASKS: dict[str, Task] = {}
@@ -62,103 +109,3 @@ TASKS: dict[str, Task] = {}
 def register(task: Task) -> Task:
     TASKS[task.name] = task
     return task
-
-
-def spec_path(config: dict) -> Path:
-    path = Path(config["data"]["spec"])
-    if not path.is_absolute() and not path.exists() and (REPO / path).exists():
-        path = REPO / path
-    return path
-
-
-def load_manifest(config: dict) -> tuple:
-    """The data spec and the manifest with a ``split`` column (by subject)."""
-    data = config["data"]
-    spec = load_spec(spec_path(config), root=data.get("root"))
-    manifest = spec.manifest()
-    if data.get("splits_csv"):
-        manifest = apply_splits(manifest, data["splits_csv"])
-    else:
-        manifest = split_subjects(manifest, data.get("fractions"), seed=data.get("seed", 0),
-                                  stratify=data.get("stratify") or None)
-    return spec, manifest
-
-
-def subset(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    return manifest[manifest["split"] == split].reset_index(drop=True)
-
-
-def new_run(config: dict, run_dir: str | None = None, base: str | None = None) -> RunFolder:
-    """The run folder to write, after starting the config's distribution strategy.
-
-    The strategy is created here because a multi-worker strategy must exist
-    before TensorFlow runs any operation (datasets are built after this).
-    Under ``training.strategy = "multiworker"`` only the chief (see
-    :func:`brain_tf.distribute.is_chief`) gets the real folder; every other
-    worker writes the same files to a temporary folder removed at exit.
-    """
-    from brain_tf.distribute import config_strategy, is_chief, strategy_name
-
-    config_strategy(config)
-    if strategy_name(config) == "multiworker" and not is_chief():
-        return RunFolder(_worker_folder())
-    if run_dir:
-        path = Path(run_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return RunFolder(path)
-    return RunFolder.create(config["task"], base=base or "models")
-
-
-def subject_loader(rows: pd.DataFrame, config: dict, label_values=None):
-    """The preprocessed subjects of some manifest rows (``len`` and ``loader(i)``).
-
-    With ``data.shards`` set (a folder written by ``brain-tf shard``) the
-    subjects are read from its TFRecord shards, after checking that they were
-    preprocessed with this config; otherwise from the manifest's files.
-    """
-    shards = (config.get("data") or {}).get("shards")
-    if shards:
-        from brain_tf.data.shards import ShardLoader
-
-        return ShardLoader.for_rows(shards, rows, config["preprocess"], label_values)
-    return ManifestLoader(rows, config["preprocess"], label_values=label_values)
-
-
-def _worker_folder() -> Path:
-    """A temporary run folder for a non-chief worker, deleted when the process exits."""
-    import atexit
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="brain_tf_worker_"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-def load_predictor(model_path, config: dict | None = None):
-    """``(model, config)`` from a run folder or its saved_model/ (the exported SavedModel,
-    usable in a fresh process), or from a ``.keras`` file (config from its run folder)."""
-    path = Path(model_path)
-    if path.suffix == ".keras":
-        if config is None:
-            config = RunFolder.open(path.parent).load_config()
-        return load_keras_model(path), config
-    run_dir = path.parent if path.name == "saved_model" else path
-    return SavedModelPredictor(path), config or RunFolder.open(run_dir).load_config()
-
-
-def open_test_split(run_path, root: str | None = None):
-    """``(run, config, spec, manifest)`` of a finished run, split as in training (the
-    ``split`` column; a run without test subjects is an error).
-
-    ``root`` points the data spec at a dataset that moved since training.
-    """
-    run = RunFolder.open(run_path)
-    config = run.load_config()
-    if root:
-        config["data"]["root"] = root
-    config["data"]["splits_csv"] = str(run / "splits.csv")
-    spec, manifest = load_manifest(config)
-    if not (manifest["split"] == "test").any():
-        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
-    return run, config, spec, manifest

@@ -1,46 +1,33 @@
 """hippocampus-segmentation: system B (ADNI), 3D U-Net softmax over right (1) / left (2).
 
-Default preset = the published settings: T1 at its own resolution, z-score
-over the voxels > 0; training patches centred on a random hippocampus voxel
-with probability 0.95 (otherwise anywhere); a 3D U-Net with 32/64/128
-filters and a 256-filter bottleneck (one width per block), BatchNorm (set
-``model.norm`` to "none" or "instance" for the other published variants),
-softmax over background / right / left; loss 0.5 cross-entropy with class
-weights 0.1 / 0.45 / 0.45 + 0.5 Dice over the two hippocampi; Adam 1e-4,
-batch 2, 70 epochs; augmentation scale 0.9-1.1, rotation 5 degrees and an
-elastic warp (7 control points, 7 mm), no left-right flips (they would swap
-the labels' meaning). The original cut 140^3 patches; the U-Net's three 2x
-poolings need a multiple of 8, so the default is 144^3. Early stopping and
-the best checkpoint follow the validation Dice (never the test split), and so
-does ReduceLROnPlateau (factor 0.5, patience 3, as published).
+``default`` = the published settings: T1 at its own resolution, z-score over the voxels
+> 0; training patches centred on a random hippocampus voxel with probability 0.95
+(otherwise anywhere); a 3D U-Net with 32/64/128 filters and a 256-filter bottleneck (one
+width per block), BatchNorm (``model.norm`` "none" or "instance" are the other published
+variants), softmax over background / right / left; loss 0.5 cross-entropy with class
+weights 0.1 / 0.45 / 0.45 + 0.5 Dice over the two hippocampi; Adam 1e-4, batch 2, 70
+epochs; augmentation scale 0.9-1.1, rotation 5 degrees and an elastic warp (7 control
+points, 7 mm), no left-right flips (they would swap the labels' meaning). The original
+cut 140^3 patches; the U-Net's three 2x poolings need a multiple of 8, so 144^3. Early
+stopping, the best checkpoint and ReduceLROnPlateau (factor 0.5, patience 3) follow the
+validation Dice. Scored with Dice and HD95 (mm) per side.
 
-Evaluation: Dice and HD95 (mm, from the voxel spacing) per side on the test
-split, with the mean HD95 over the subjects where it is defined and the
-count of subjects where a side was missed (see
-:mod:`brain_tf.tasks.segmentation3d`).
-
-``small`` trains in a few minutes on two CPU cores (synthetic twin at 2 mm):
-24^3 patches, 8 per subject, 70% of them centred on the hippocampus (patches
-this small hold little of the rest of the head, which the network must also
-learn to reject; 140^3 patches hold most of it), batch 4, 20 epochs of 20
-steps, a U-Net with 8/16/32 filters and a 64-filter bottleneck with instance
-norm (BatchNorm's moving statistics do not settle in so few steps), Adam
-3e-3, the Dice part over the whole batch (``batch_dice``: per-patch Dice of a
-structure a few hundred voxels big gave too weak a signal to start from in a
-few hundred steps) and no learning-rate reduction; whole scans predicted
-with overlapping 24^3 windows, keeping each side's largest connected
-component.
+``small`` trains in a few minutes on two CPU cores (synthetic twin at 2 mm): 24^3
+patches, 8 per subject, 70% centred on the hippocampus, batch 4, 20 epochs of 20 steps,
+a U-Net with 8/16/32 filters and a 64-filter bottleneck with instance norm, Adam 3e-3,
+the Dice part over the whole batch (``batch_dice``: per-patch Dice of a structure a few
+hundred voxels big gave too weak a signal in a few hundred steps), no learning-rate
+reduction; whole scans predicted with overlapping 24^3 windows, keeping each side's
+largest connected component.
 """
 
-from brain_tf.tasks import segmentation3d
 from brain_tf.tasks.base import Task, register
 
 _DICE = {"class": "DiceCoefficient", "output_activation": "softmax",
          "include_background": False, "name": "dice"}
 
 DEFAULT = {
-    "data": {"spec": "data_specs/adni_hippocampus.toml", "seed": 0,
-             "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
+    "data": {"spec": "adni_hippocampus", "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
     "preprocess": {"normalise": "zscore_nonzero"},
     "sampler": {"patch_size": [144, 144, 144], "mode": "foreground", "foreground_p": 0.95,
                 "patches_per_subject": 2},
@@ -52,12 +39,11 @@ DEFAULT = {
              "output_activation": "softmax"},
     "metrics": [_DICE] + [{**_DICE, "class_id": c, "name": f"dice_{n}"}
                           for c, n in ((1, "right"), (2, "left"))],
-    "optimizer": {"name": "adam", "learning_rate": 1e-4},
+    "optimizer": {"learning_rate": 1e-4},
     "training": {"epochs": 70, "steps_per_epoch": 100, "batch_size": 2, "patience": 15,
                  "val_patches": 2, "monitor": "val_dice", "mode": "max",
                  "reduce_lr": {"factor": 0.5, "patience": 3}},
-    "inference": {"patch_size": [144, 144, 144], "overlap": 0.5, "tta": False,
-                  "batch_size": 1, "largest_component": False},
+    "inference": {"patch_size": [144, 144, 144], "batch_size": 1},
 }
 
 SMALL = {
@@ -75,7 +61,6 @@ SMALL = {
 TASK = register(Task(
     name="hippocampus-segmentation",
     description="left / right hippocampus segmentation, 3D U-Net softmax (ADNI, system B)",
-    presets={"default": DEFAULT, "small": SMALL},
-    train=segmentation3d.train, evaluate=segmentation3d.evaluate,
-    predict=segmentation3d.predict,
+    family_name="segmentation", presets={"default": DEFAULT, "small": SMALL},
+    takes_masks=True,
 ))

@@ -1,60 +1,47 @@
 """tissue-segmentation: system A (Cam-CAN coursework), ResUNet 3D over CSF / GM / WM.
 
-Default preset = the published settings: T1 resampled to 3 mm isotropic on a
-64^3 grid (centres aligned, cubic B-spline for the image, nearest for the
-mask and labels), z-score over the brain mask with everything outside it set
-to 0; ResUNet with 5 levels of 32/64/128/256/512 filters, residual blocks
-with BatchNorm, in-plane pooling (the original's (1, 2, 2) in z, y, x order
-is (2, 2, 1) in brain_tf's x, y, z order), transposed-convolution upsampling
-and a 4-class softmax head (background, CSF, GM, WM); cross-entropy, Adam
-1e-3, batch 2, 20 epochs, no augmentation.
+``default`` = the published settings: T1 resampled to 3 mm isotropic on a 64^3 grid
+(centres aligned, cubic B-spline for the image, nearest for the mask and labels),
+z-score over the brain mask with everything outside it set to 0; ResUNet with 5 levels
+of 32/64/128/256/512 filters, residual blocks with BatchNorm, in-plane pooling (the
+original's (1, 2, 2) in z, y, x order is (2, 2, 1) in brain_tf's x, y, z order),
+transposed-convolution upsampling and a 4-class softmax head; cross-entropy, Adam 1e-3,
+batch 2, 20 epochs, no augmentation. The network sees the whole 64^3 volume, as in the
+original. The best epoch is chosen by the mean foreground Dice on the validation split.
 
-The network sees the whole 64^3 volume, as in the original: the grid is small
-enough for a batch of two, whole-volume training needs no sampler choices,
-and a sliding-window prediction over one tile of the whole volume has no
-seams. The best epoch is chosen by the mean foreground Dice on the validation
-subjects (the test split is never used for that).
+Evaluation adds each test subject's predicted and reference CSF / GM / WM volumes (ml)
+and fractions (``test_volumes.csv``, on the 3 mm grid).
 
-Evaluation: Dice and HD95 (mm) per tissue on the test split, and each test
-subject's predicted and reference CSF / GM / WM volumes (ml) and fractions in
-``test_tissue_volumes.csv``, measured on the 3 mm grid.
+``small`` trains in a few minutes on two CPU cores: 32^3 patches (batch 4) cut from the
+same grid, a 4-level ResUNet with 8/16/32/64 filters, 2x2x2 pooling and instance norm
+(BatchNorm's moving statistics do not settle in so few steps), Adam 3e-3, 12 short
+epochs, light augmentation; whole volumes predicted with overlapping 32^3 windows.
 
-``small`` trains in a few minutes on two CPU cores: 32^3 patches (batch 4)
-cut from the same 64^3 grid, a 4-level ResUNet with 8/16/32/64 filters,
-2x2x2 pooling and instance norm (BatchNorm's moving statistics do not settle
-in so few steps, so validation would not match training), Adam 3e-3, 12
-short epochs, light augmentation (the camcan preset); whole volumes are
-predicted with overlapping 32^3 windows.
-
-Predicting needs the brain mask the model was trained with: pass one per
-input (``masks=``); without it a mask is computed from the image
-(``preprocess.mask = "auto"``), which suits skull-stripped or synthetic images.
+Predicting needs the brain mask the model was trained with: one per input (``--mask``);
+without it a mask is computed from the image (``preprocess.mask = "auto"``).
 """
 
-from brain_tf.tasks import segmentation3d
 from brain_tf.tasks.base import Task, register
 
 _DICE = {"class": "DiceCoefficient", "output_activation": "softmax",
          "include_background": False, "name": "dice"}
 
 DEFAULT = {
-    "data": {"spec": "data_specs/camcan.toml", "seed": 0,
-             "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
+    "data": {"spec": "camcan", "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
     "preprocess": {"spacing": [3.0, 3.0, 3.0], "shape": [64, 64, 64], "order": 3,
                    "normalise": "zscore_mask", "mask": "auto", "apply_mask": True},
     "sampler": {"patch_size": [64, 64, 64], "mode": "uniform", "patches_per_subject": 1},
-    "augment": {"preset": "none"},
     "model": {"name": "resunet3d", "depth": 5, "base_filters": 32, "norm": "batch",
               "pool_size": [2, 2, 1], "upsampling": "transpose",
               "output_activation": "softmax"},
     "loss": "categorical_crossentropy",
     "metrics": [_DICE] + [{**_DICE, "class_id": c, "name": f"dice_{n}"}
                           for c, n in ((1, "csf"), (2, "gm"), (3, "wm"))],
-    "optimizer": {"name": "adam", "learning_rate": 1e-3},
+    "optimizer": {"learning_rate": 1e-3},
     "training": {"epochs": 20, "steps_per_epoch": 24, "batch_size": 2, "patience": 20,
                  "val_patches": 1, "monitor": "val_dice", "mode": "max"},
-    "inference": {"patch_size": [64, 64, 64], "overlap": 0.0, "tta": False, "batch_size": 1},
-    "evaluation": {"volumes_csv": "test_tissue_volumes.csv"},
+    "inference": {"patch_size": [64, 64, 64], "overlap": 0.0, "batch_size": 1},
+    "evaluation": {"volumes": True},
 }
 
 SMALL = {
@@ -72,7 +59,6 @@ SMALL = {
 TASK = register(Task(
     name="tissue-segmentation",
     description="CSF / grey / white matter segmentation, 3D ResUNet on T1 (Cam-CAN, system A)",
-    presets={"default": DEFAULT, "small": SMALL},
-    train=segmentation3d.train, evaluate=segmentation3d.evaluate,
-    predict=segmentation3d.predict,
+    family_name="segmentation", presets={"default": DEFAULT, "small": SMALL},
+    takes_masks=True,
 ))

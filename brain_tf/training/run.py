@@ -1,13 +1,18 @@
 """Run folders: ``models/TASK/RUN_ID/`` with everything needed to reuse a run.
 
+    config.toml      the configuration the user asked for (preset + overrides + defaults)
+    learned.json     what the run learned from its data (labels, channels, target statistics,
+                     the chosen regressor) and what the exported model expects as input
+    splits.csv       sample, subject, split
     model.keras      full model (architecture, weights, optimizer) for fine-tuning
     saved_model/     TensorFlow SavedModel with a ``serve`` signature, for inference
     best.keras       best checkpoint by the validation metric
-    config.toml      the complete configuration that rebuilds the run
-    splits.csv       sample, subject, split
     history.csv      per-epoch losses and metrics
     metrics.json     test-split metrics
+    test_items.csv   one row per test item
     *.png            plots
+    complete.json    written last: the run is finished (evaluate and predict refuse a run
+                     without it; train leaves a finished run alone)
 
 Every file is written under a temporary name and renamed.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,7 @@ from brain_tf.errors import ModelError
 from brain_tf.io.atomic import atomic_path, write_text
 
 DEFAULT_BASE = Path("models")
+COMPLETE = "complete.json"
 
 
 def _jsonable(value):
@@ -76,6 +83,39 @@ class RunFolder:
     def load_config(self) -> dict:
         return load_toml(self.path / "config.toml")
 
+    def save_learned(self, learned: dict) -> Path:
+        return self.save_json("learned.json", learned)
+
+    def load_learned(self) -> dict:
+        path = self.path / "learned.json"
+        if not path.exists():
+            raise ModelError(f"{self.path}: no learned.json; this run folder is incomplete "
+                             "or from an older brain_tf: train it again")
+        return json.loads(path.read_text())
+
+    # ------------------------------------------------------------ completion
+    @property
+    def is_complete(self) -> bool:
+        return (self.path / COMPLETE).exists()
+
+    def require_complete(self) -> None:
+        """ModelError unless training finished (``complete.json`` written)."""
+        if not self.is_complete:
+            raise ModelError(f"{self.path}: the run is not finished (no {COMPLETE}); rerun the "
+                             "same train command with --run-dir to resume it")
+
+    def mark_complete(self, summary: dict) -> Path:
+        """Write ``complete.json`` (the last file of a run), then drop the resume backup."""
+        path = self.save_json(COMPLETE, {
+            "finished": _dt.datetime.now().isoformat(timespec="seconds"), **summary})
+        shutil.rmtree(self.path / "backup", ignore_errors=True)
+        return path
+
+    def clear(self) -> None:
+        """Remove every file of the run (``train --force``), keeping the folder."""
+        for child in self.path.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
     def save_splits(self, manifest: pd.DataFrame) -> Path:
         return save_splits(manifest, self.path / "splits.csv")
 
@@ -112,7 +152,7 @@ def load_keras_model(path: str | os.PathLike, compile: bool = True):
     """Load a ``.keras`` model saved by brain_tf (custom objects are registered)."""
     import keras
 
-    import brain_tf  # noqa: F401  (registers losses, metrics, layers, schedules)
+    import brain_tf.objects  # noqa: F401  (registers losses, metrics, layers, schedules)
 
     path = Path(path)
     if not path.exists():

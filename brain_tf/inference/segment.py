@@ -1,0 +1,62 @@
+"""Whole-scan segmentation as a task configures it: sliding-window probabilities, then
+class indices (softmax argmax, or thresholded sigmoid heads merged into classes), then
+optionally each class's largest connected component."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from brain_tf.inference.postprocess import largest_components, to_label_map
+from brain_tf.inference.sliding_window import sliding_window_predict
+
+
+@dataclasses.dataclass
+class Segmenter:
+    """How a run turns a preprocessed image into class indices 0..K-1.
+
+    ``activation`` is the model's output activation; a sigmoid model has one output per
+    class except background. The window options are those of
+    :func:`sliding_window_predict`.
+    """
+
+    num_classes: int
+    activation: str = "softmax"
+    patch_size: tuple | None = None
+    overlap: float = 0.5
+    tta: bool = False
+    batch_size: int = 4
+    threshold: float = 0.5
+    merge: str = "argmax"
+    largest_component: bool = False
+
+    @classmethod
+    def from_config(cls, config, num_classes: int) -> "Segmenter":
+        inf = config.inference
+        return cls(num_classes=num_classes,
+                   activation=config.model.get("output_activation", "softmax"),
+                   patch_size=tuple(inf.patch_size) if inf.patch_size else None,
+                   overlap=inf.overlap, tta=inf.tta, batch_size=inf.batch_size,
+                   threshold=inf.threshold, merge=inf.merge,
+                   largest_component=inf.largest_component)
+
+    def probabilities(self, model, image: np.ndarray) -> np.ndarray:
+        return sliding_window_predict(model, image, self.patch_size, overlap=self.overlap,
+                                      tta=self.tta, batch_size=self.batch_size)
+
+    def labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class indices 0..K-1 of a probability map (x, y, z, outputs)."""
+        if self.activation == "sigmoid":
+            indices = to_label_map(probabilities, "sigmoid",
+                                   label_values=list(range(1, self.num_classes)),
+                                   threshold=self.threshold, merge=self.merge)
+        else:
+            indices = to_label_map(probabilities, "softmax",
+                                   label_values=list(range(self.num_classes)))
+        if self.largest_component:
+            indices = largest_components(indices, range(1, self.num_classes))
+        return indices
+
+    def __call__(self, model, image: np.ndarray) -> np.ndarray:
+        return self.labels(self.probabilities(model, image))

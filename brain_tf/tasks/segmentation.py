@@ -1,0 +1,172 @@
+"""The 3D segmentation family: tumour (system C), tissue (A), hippocampus (B).
+
+Training cuts patches from preprocessed subjects (``[sampler]``, ``[augment]``); the
+test subjects are segmented whole with Gaussian-blended sliding windows
+(``[inference]``) and scored per label and region on the preprocessed grid (Dice,
+sensitivity, specificity, HD95 in mm; ``[evaluation] volumes`` adds predicted and
+reference volumes). New scans are predicted on their own grid: the label map has the
+input's shape, affine and voxel order, and a brain mask restricts it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brain_tf.errors import ConfigError, DataError
+from brain_tf.evaluation import segmentation_metrics
+from brain_tf.evaluation.summaries import segmentation_lines, segmentation_summary
+from brain_tf.evaluation.volumes import predicted_and_reference, volume_errors
+from brain_tf.inference.segment import Segmenter
+from brain_tf.io import load_modalities, load_volume, read_shape, save_volume
+from brain_tf.pipeline.datasets import patch_dataset
+from brain_tf.pipeline.sampling import PatchSampler
+from brain_tf.preprocess.labels import indices_to_values
+from brain_tf.preprocess.loader import subject_loader
+from brain_tf.preprocess.subject import preprocess_subject
+from brain_tf.training import plots
+from brain_tf.training.fit import compiled_model
+from brain_tf.training.runner import Family, Prepared
+
+
+def _sigmoid(config) -> bool:
+    return config.model.get("output_activation", "softmax") == "sigmoid"
+
+
+def _needs_mask(pre) -> bool:
+    return pre.mask == "given" and (pre.apply_mask or pre.normalise == "zscore_mask")
+
+
+def model_input(config, channels) -> dict:
+    """What the exported model expects (saved in learned.json)."""
+    pre = config.preprocess
+    grid = ("the scan's own voxel grid, reoriented to RAS+" if pre.spacing is None and
+            pre.shape is None else f"resampled to {pre.spacing} mm / {pre.shape} voxels, "
+            "centres aligned, RAS+")
+    return {"layout": "(batch, x, y, z, channels) float32 tiles of a preprocessed volume",
+            "channels": list(channels), "grid": grid, "normalise": pre.normalise,
+            "brain_mask": "applied (zero outside)" if pre.apply_mask else "not applied",
+            "tile": config.inference.patch_size, "outputs": config.model.get(
+                "output_activation", "softmax")}
+
+
+class Segmentation(Family):
+    per_item_csv = "test_items.csv"
+
+    def learn(self, ctx):
+        return {"labels": ctx.spec.labels, "channels": list(ctx.spec.channel_names),
+                "input": model_input(ctx.config, ctx.spec.channel_names)}
+
+    def _loader(self, ctx, rows):
+        return subject_loader(rows, ctx.config, list(ctx.learned["labels"].values()))
+
+    def prepare(self, ctx):
+        cfg, tr = ctx.config, ctx.config.training
+        sampler = cfg.sampler.to_dict()
+        patch = tuple(sampler.pop("patch_size"))
+        train_rows = ctx.rows("train")
+        loader = self._loader(ctx, train_rows)
+        first = loader(0)
+        common = dict(num_classes=len(ctx.learned["labels"]), drop_background=_sigmoid(cfg),
+                      batch_size=tr.batch_size, spacing=first.spacing)
+        train = patch_dataset(loader, PatchSampler(patch, **sampler), augment=cfg.augment,
+                              seed=cfg.data.seed, repeat=True, **common)
+        val = patch_dataset(self._loader(ctx, ctx.rows("val")),
+                            PatchSampler(patch, **{**sampler, "patches_per_subject":
+                                                   tr.val_patches}),
+                            augment=None, shuffle=False, seed=cfg.data.seed + 1, **common)
+        steps = tr.steps_per_epoch or -(-len(train_rows) * cfg.sampler.patches_per_subject
+                                        // tr.batch_size)
+        outputs = common["num_classes"] - 1 if _sigmoid(cfg) else common["num_classes"]
+        model = compiled_model(cfg, patch + (first.image.shape[-1],), outputs,
+                               total_steps=steps * tr.epochs)
+        return Prepared(model, train, val.cache(), steps)
+
+    def score(self, ctx, model, rows, run):
+        cfg, labels = ctx.config, ctx.learned["labels"]
+        classes = {name: i for i, name in enumerate(labels) if i > 0}
+        segment = Segmenter.from_config(cfg, len(labels))
+        loader = self._loader(ctx, rows)
+        tables = []
+        for i in range(len(loader)):
+            subject = loader(i)
+            pred = segment(model, subject.image)
+            table = segmentation_metrics(pred, subject.label, {**classes, **cfg.evaluation.regions},
+                                         spacing=subject.spacing)
+            table.insert(0, "subject", str(rows.at[i, "subject"]))
+            table.insert(0, "item", subject.subject)
+            tables.append(table)
+            if i == 0:
+                plots.segmentation_overlay(subject.image[..., 0], pred, run / "overlay.png",
+                                           reference=subject.label, title=subject.subject)
+        per_item = pd.concat(tables, ignore_index=True)
+        metrics = segmentation_summary(per_item, list(classes))
+        lines = segmentation_lines(metrics, len(rows))
+        if cfg.evaluation.volumes:
+            volumes = predicted_and_reference(per_item, list(classes))
+            run.save_table("test_volumes.csv", volumes)
+            metrics.update(volume_errors(volumes, list(classes)))
+            lines.append("  volume error (mean |predicted - reference|): " + ", ".join(
+                f"{n} {metrics[f'volume_mae_ml_{n}']:.1f} ml" for n in classes))
+        return per_item, metrics, lines
+
+    def inputs(self, ctx, inputs, masks, uncertainty):
+        if uncertainty:
+            raise ConfigError("--uncertainty needs a model with MC dropout; the segmentation "
+                              "networks have none")
+        masks = list(masks) if masks else [None] * len(inputs)
+        if len(masks) != len(inputs):
+            raise ConfigError(f"got {len(masks)} masks for {len(inputs)} inputs; give one "
+                              "per input, in the same order")
+        channels = ctx.learned["channels"]
+        items = []
+        for item, mask in zip(inputs, masks):
+            paths = str(item).split(",")
+            found = sum(int(np.prod(read_shape(p)[3:])) for p in paths)
+            if found != len(channels):
+                raise DataError(f"{paths[0]}: {found} channel(s) found; this model expects "
+                                f"{len(channels)} ({', '.join(channels)}): give one 4D file or "
+                                f"{len(channels)} comma-separated 3D files in that order")
+            if mask:
+                read_shape(mask)
+            elif _needs_mask(ctx.config.preprocess):
+                raise ConfigError(f"{paths[0]}: this model's preprocessing needs a brain mask; "
+                                  "pass one per input with --mask")
+            items.append((paths, mask))
+        return items
+
+    def predict(self, ctx, model, items, out, uncertainty):
+        cfg, labels = ctx.config, ctx.learned["labels"]
+        values = list(labels.values())
+        segment = Segmenter.from_config(cfg, len(labels))
+        written = []
+        for paths, mask_path in items:
+            volume = load_modalities(paths)
+            mask = load_volume(mask_path, ndim=3) if mask_path else None
+            pre = preprocess_subject(volume, None, mask, cfg.preprocess.to_dict(), values,
+                                     subject=paths[0])
+            indices = segment(model, pre.image)
+            if indices.shape != volume.shape[:3] or not np.allclose(pre.affine, volume.affine):
+                indices = _back_to_input(indices, pre.affine, volume)
+            if mask is not None:
+                indices = np.where(np.asarray(mask.array) > 0, indices, 0)
+            name = Path(paths[0]).name.split(".nii")[0]
+            written.append(save_volume(indices_to_values(indices, values),
+                                       out / f"{name}_seg.nii.gz", affine=volume.affine,
+                                       header=volume.header))
+            print(f"{paths[0]} -> {written[-1]}")
+        return written
+
+
+def _back_to_input(indices, affine, volume):
+    """Nearest-neighbour resampling of a label map onto the input volume's grid."""
+    import scipy.ndimage as ndi
+
+    matrix = np.linalg.inv(affine) @ volume.affine
+    return ndi.affine_transform(indices, matrix[:3, :3], offset=matrix[:3, 3],
+                                output_shape=volume.shape[:3], order=0, mode="constant", cval=0)
+
+
+FAMILY = Segmentation()

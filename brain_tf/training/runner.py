@@ -1,0 +1,274 @@
+"""The task runner: train -> save -> evaluate -> a complete run folder, for every task.
+
+A task is configuration (:class:`brain_tf.tasks.base.Task`: presets over the typed
+sections of :mod:`brain_tf.schema`) plus a :class:`Family` of hooks that says what is
+particular to a kind of task:
+
+- :meth:`Family.learn`: what a run learns from its data (labels, channels, class names,
+  target statistics), saved to ``learned.json``;
+- :meth:`Family.prepare`: the datasets and the compiled model (everything that can fail
+  on a bad config or bad data happens here, before the run folder is written);
+- :meth:`Family.fit`, :meth:`Family.save`, :meth:`Family.load`: training and the model
+  file (Keras by default; the age-feature regressors use scikit-learn);
+- :meth:`Family.score`: the per-item table and metrics of the test split (through
+  :mod:`brain_tf.evaluation.summaries`);
+- :meth:`Family.inputs` and :meth:`Family.predict`: checking new inputs (before any model is
+  loaded) and predicting them.
+
+The runner owns the rest, once: seeding, the data spec and its patient-level split, the
+run folder (resume, refuse a finished run, ``--force``), saving, learning curves,
+evaluation on the test split only, and the completion marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brain_tf.errors import DataError, ModelError
+from brain_tf.schema import RunConfig
+from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
+
+
+@dataclasses.dataclass
+class Context:
+    """What the hooks see: the task, its config, the data spec and manifest (with a
+    ``split`` column), and what the run learned from the data."""
+
+    task: Any
+    config: RunConfig
+    spec: Any = None
+    manifest: pd.DataFrame | None = None
+    learned: dict = dataclasses.field(default_factory=dict)
+
+    def rows(self, split: str) -> pd.DataFrame:
+        return self.manifest[self.manifest["split"] == split].reset_index(drop=True)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What :meth:`Family.prepare` makes before training: datasets and the model."""
+
+    model: Any
+    train: Any = None
+    val: Any = None
+    steps_per_epoch: int | None = None
+    freeze_layer: str | None = None
+    metrics: Any = None
+
+
+class Family:
+    """The hooks of one kind of task (see the module docstring)."""
+
+    per_item_csv = "test_items.csv"
+
+    def learn(self, ctx: Context) -> dict:
+        return {}
+
+    def prepare(self, ctx: Context) -> Prepared:
+        raise NotImplementedError(f"{type(self).__name__} must say how it prepares training")
+
+    def fit(self, ctx: Context, prepared: Prepared, run: RunFolder):
+        from brain_tf.training.fit import fit_stages
+
+        return fit_stages(prepared.model, prepared.train, prepared.val, ctx.config, run,
+                          prepared.steps_per_epoch, prepared.freeze_layer,
+                          metrics=prepared.metrics)
+
+    def save(self, run: RunFolder, model) -> None:
+        run.save_model(model)
+
+    def curves(self, run: RunFolder) -> None:
+        from brain_tf.training import plots
+
+        plots.learning_curves(plots.full_history(run), run / "learning_curves.png")
+
+    def load(self, run: RunFolder):
+        return run.load_model()
+
+    def load_predictor(self, path: Path):
+        """The model of a run folder, its ``saved_model/`` or a ``.keras`` file."""
+        if path.suffix == ".keras":
+            return load_keras_model(path)
+        return SavedModelPredictor(path)
+
+    def score(self, ctx: Context, model, rows: pd.DataFrame, run: RunFolder
+              ) -> tuple[pd.DataFrame, dict, list[str]]:
+        raise NotImplementedError(f"{type(self).__name__} must say how it scores")
+
+    def inputs(self, ctx: Context, inputs, masks, uncertainty: bool) -> list:
+        return list(inputs)
+
+    def predict(self, ctx: Context, model, items: list, out: Path, uncertainty: bool
+                ) -> list[Path]:
+        raise NotImplementedError(f"{type(self).__name__} must say how it predicts")
+
+
+# ------------------------------------------------------------------------------ train
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, numpy and TensorFlow (initialisers, dropout, tf.data) and, when asked,
+    make TensorFlow's ops deterministic: the same command gives the same numbers on a CPU."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def load_manifest(config: RunConfig, root: str | None = None):
+    """The data spec and its manifest with a ``split`` column (by patient)."""
+    from brain_tf.data import apply_splits, load_spec, split_subjects
+
+    data = config.data
+    spec = load_spec(data.spec, root=root or data.root)
+    manifest = spec.manifest()
+    if data.splits_csv:
+        return spec, apply_splits(manifest, data.splits_csv)
+    return spec, split_subjects(manifest, data.fractions, seed=data.seed,
+                                stratify=data.stratify)
+
+
+def _run_folder(config: RunConfig, run_dir, force: bool) -> tuple[RunFolder, bool]:
+    """The run folder to train in and whether a finished run there is to be kept."""
+    from brain_tf.distribute import get_strategy, is_chief, is_multi_worker
+
+    if "training" in config and is_multi_worker(get_strategy(config.training.strategy)) \
+            and not is_chief():
+        return RunFolder(_worker_folder()), False
+    if not run_dir:
+        return RunFolder.create(config.task), False
+    run = RunFolder(run_dir)
+    if not run.path.exists() or not any(run.path.iterdir()):
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run, False
+    if force:
+        run.clear()
+        return run, False
+    if not (run / "config.toml").exists():
+        raise ModelError(f"{run.path}: the folder is not empty and holds no brain_tf run; "
+                         "choose another --run-dir")
+    if run.is_complete:
+        return run, True
+    from brain_tf.config import dumps_toml
+
+    if (run / "config.toml").read_text() != dumps_toml(config.to_dict()):
+        raise ModelError(f"{run.path}: holds an unfinished run with another configuration; "
+                         "rerun its own command to resume it, or pass --force to start over")
+    return run, False
+
+
+def _worker_folder() -> Path:
+    """A temporary run folder for a non-chief worker, deleted when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="brain_tf_worker_"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
+          force: bool = False) -> RunFolder:
+    """Train ``task`` with ``config``, save and evaluate it; returns the complete run folder.
+
+    A ``run_dir`` that holds a finished run is left alone (``force`` starts over in it);
+    one that holds an unfinished run with the same config resumes at its last epoch.
+    """
+    from brain_tf.distribute import get_strategy
+
+    family = task.family(config.preset)
+    if "training" in config:  # a Keras model (the age-feature regressors have none)
+        get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
+        seed_everything(config.data.seed, config.training.deterministic)
+    spec, manifest = load_manifest(config)
+    ctx = Context(task, config, spec, manifest)
+    for split in ("train", "val"):
+        if len(ctx.rows(split)) == 0 and config.data.fractions.get(split, 0) > 0:
+            raise DataError(f"{spec.path}: the {split} split is empty ({len(manifest)} "
+                            "samples); add subjects or change data.fractions")
+    ctx.learned = family.learn(ctx)
+    run, finished = _run_folder(config, run_dir, force)
+    if finished:
+        print(f"{run.path} holds a finished run; left as it is (pass --force to train it "
+              "again from scratch)")
+        return run
+    prepared = family.prepare(ctx)
+    run.save_config(config.to_dict())
+    run.save_learned(ctx.learned)
+    run.save_splits(manifest)
+    model = family.fit(ctx, prepared, run)
+    run.save_learned(ctx.learned)  # a family may learn during fit (the chosen regressor)
+    family.save(run, model)
+    if (run / "history.csv").exists():
+        family.curves(run)
+    metrics = evaluate(task, run.path, model=model, _unfinished=True)
+    run.mark_complete({"task": task.name, "preset": config.preset,
+                       "test_items": metrics.get("items")})
+    return run
+
+
+# ------------------------------------------------------------------------------ evaluate
+def open_run(task, run_path, root: str | None = None, unfinished: bool = False
+             ) -> tuple[RunFolder, Context]:
+    """A run folder and its context, split as in training (``root`` points the data spec
+    at a dataset that moved since training)."""
+    run = RunFolder.open(run_path)
+    if not unfinished:
+        run.require_complete()
+    config = task.load_config(run)
+    ctx = Context(task, config, learned=run.load_learned())
+    config.data.splits_csv = str(run / "splits.csv")
+    ctx.spec, ctx.manifest = load_manifest(config, root=root)
+    return run, ctx
+
+
+def evaluate(task, run_path, model=None, root: str | None = None,
+             _unfinished: bool = False) -> dict:
+    """Score the test split of a run: ``metrics.json``, the per-item CSV and plots."""
+    run, ctx = open_run(task, run_path, root, unfinished=_unfinished)
+    rows = ctx.rows("test")
+    if len(rows) == 0:
+        raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
+    family = task.family(ctx.config.preset)
+    model = family.load(run) if model is None else model
+    table, metrics, lines = family.score(ctx, model, rows, run)
+    metrics = {"split": "test", "items": int(len(rows)),
+               "subjects": int(rows["subject"].nunique()), **metrics}
+    run.save_table(family.per_item_csv, table)
+    run.save_json("metrics.json", metrics)
+    print("\n".join(lines))
+    return metrics
+
+
+# ------------------------------------------------------------------------------ predict
+def model_run(model_path) -> tuple[RunFolder, Path]:
+    """The run folder of a model path (a run folder, its ``saved_model/``, or a model
+    file inside it) and the model path itself; refuses an unfinished run."""
+    path = Path(model_path)
+    if not path.exists():
+        raise ModelError(f"{path}: not found; pass a run folder written by "
+                         "'brain-tf TASK train' (or its saved_model/ or model.keras)")
+    folder = path.parent if path.is_file() or path.name == "saved_model" else path
+    run = RunFolder.open(folder)
+    run.require_complete()
+    return run, path
+
+
+def predict(task, model_path, inputs, out, uncertainty: bool = False,
+            masks=None) -> list[Path]:
+    """Predict new files with a trained run. Inputs are checked before the model loads."""
+    run, path = model_run(model_path)
+    config = task.load_config(run)
+    ctx = Context(task, config, learned=run.load_learned())
+    family = task.family(config.preset)
+    if not inputs:
+        raise DataError("no inputs to predict; give files (or folders of them)")
+    items = family.inputs(ctx, list(inputs), masks, uncertainty)
+    model = family.load_predictor(path)
+    return family.predict(ctx, model, items, Path(out), uncertainty)

@@ -45,7 +45,7 @@ from brain_tf.preprocess.normalise import NORMALISERS, normalise
 from brain_tf.preprocess.resample import crop_start, resample, target_grid, translate_affine, window
 
 #: Bump when the preprocessing code changes its output, to invalidate caches.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 DEFAULTS: dict[str, Any] = {
     "spacing": None,

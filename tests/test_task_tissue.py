@@ -175,3 +175,24 @@ def test_cli_error_is_one_line(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_predictions_keep_the_input_grid_in_any_voxel_order(trained, tmp_path):
+    from nibabel.orientations import apply_orientation
+
+    root, run = trained
+    task = TASKS["tissue-segmentation"]
+    scan = sorted((root / "data" / "images").glob("sub-*_T1w_unbiased.nii.gz"))[0]
+    source = nib.load(str(scan))
+    ras = np.asarray(nib.load(str(task.predict(run.path, [str(scan)], tmp_path / "ras")[0]))
+                     .dataobj)
+    # LAS (FSL's order) and a sagittal acquisition order (voxel axes y, z, x)
+    for name, ornt in (("las", [[0, -1], [1, 1], [2, 1]]), ("sag", [[2, 1], [0, 1], [1, 1]])):
+        moved = source.as_reoriented(np.array(ornt))
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(moved, str(path))
+        out = nib.load(str(task.predict(run.path, [str(path)], tmp_path / name)[0]))
+        assert out.shape == moved.shape
+        np.testing.assert_allclose(out.affine, moved.affine)
+        np.testing.assert_array_equal(np.asarray(out.dataobj),
+                                      apply_orientation(ras, np.array(ornt)))

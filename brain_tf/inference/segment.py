@@ -45,18 +45,31 @@ class Segmenter:
         return sliding_window_predict(model, image, self.patch_size, overlap=self.overlap,
                                       tta=self.tta, batch_size=self.batch_size)
 
-    def labels(self, probabilities: np.ndarray) -> np.ndarray:
-        """Class indices 0..K-1 of a probability map (x, y, z, outputs)."""
+    def voxel_labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class indices 0..K-1 of probabilities (..., outputs), voxel by voxel."""
         if self.activation == "sigmoid":
-            indices = to_label_map(probabilities, "sigmoid",
-                                   label_values=list(range(1, self.num_classes)),
-                                   threshold=self.threshold, merge=self.merge)
-        else:
-            indices = to_label_map(probabilities, "softmax",
-                                   label_values=list(range(self.num_classes)))
+            return to_label_map(probabilities, "sigmoid",
+                                label_values=list(range(1, self.num_classes)),
+                                threshold=self.threshold, merge=self.merge)
+        return to_label_map(probabilities, "softmax", label_values=list(range(self.num_classes)))
+
+    def clean(self, indices: np.ndarray) -> np.ndarray:
+        """The connected-component clean-up the config asks for (on a whole label map)."""
         if self.largest_component:
-            indices = largest_components(indices, range(1, self.num_classes))
+            return largest_components(indices, range(1, self.num_classes))
         return indices
 
     def __call__(self, model, image: np.ndarray) -> np.ndarray:
-        return self.labels(self.probabilities(model, image))
+        """Class indices of a preprocessed image, on its own grid."""
+        return self.clean(self.voxel_labels(self.probabilities(model, image)))
+
+    def on_input_grid(self, model, image: np.ndarray, affine, grid) -> np.ndarray:
+        """Class indices of a preprocessed image (on the grid of ``affine``) on the input
+        file's own grid (:class:`brain_tf.io.Grid`): probabilities are resampled there,
+        then the classes taken (:func:`brain_tf.preprocess.labels_on_grid`)."""
+        from brain_tf.preprocess.inverse import labels_on_grid
+
+        probabilities = self.probabilities(model, image)
+        return self.clean(labels_on_grid(
+            probabilities, affine, grid, to_labels=self.voxel_labels,
+            background_channel=None if self.activation == "sigmoid" else 0))

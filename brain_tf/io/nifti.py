@@ -3,6 +3,8 @@
 Volumes are reoriented to RAS+ at load (``nibabel.as_closest_canonical``) so
 that array axes mean the same thing for every file: x towards the right, y
 anterior, z superior. Arrays are channels-last: (x, y, z) or (x, y, z, c).
+Each loaded volume keeps the file's own grid (:class:`brain_tf.io.grid.Grid`)
+so that outputs can be written back on it.
 """
 
 from __future__ import annotations
@@ -20,18 +22,24 @@ import numpy as np
 
 from brain_tf.errors import DataError
 from brain_tf.io.atomic import atomic_path
+from brain_tf.io.grid import IDENTITY_ORNT, Grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr", ".img.gz")
 
 
 @dataclasses.dataclass
 class Volume:
-    """A voxel array with its voxel-to-world affine (RAS+, mm)."""
+    """A voxel array with its voxel-to-world affine (RAS+, mm).
+
+    ``source`` is the grid of the file it was loaded from (set by
+    :func:`load_volume`); it stays the same when the array is replaced.
+    """
 
     array: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header | None = None
     path: str | None = None
+    source: Grid | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -41,6 +49,15 @@ class Volume:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
+
+    @property
+    def file_grid(self) -> Grid:
+        """The grid of the file this volume came from; for a volume made in memory,
+        its own grid."""
+        if self.source is not None:
+            return self.source
+        return Grid(self.shape[:3], np.asarray(self.affine, dtype=float), header=self.header,
+                    path=self.path)
 
     def with_array(self, array: np.ndarray, affine: np.ndarray | None = None) -> "Volume":
         """A copy holding ``array`` (and optionally a new affine)."""
@@ -130,9 +147,11 @@ def load_volume(
     path = Path(path)
     _check_exists(path)
     img = _read_image(path)
+    stored, to_loaded = img, IDENTITY_ORNT
     if canonical:
         try:
             img = nib.as_closest_canonical(img)
+            to_loaded = nib.orientations.io_orientation(stored.affine).astype(int)
         except (ValueError, AttributeError):
             pass  # images whose affine has no orientation (e.g. all-zero) stay as stored
     array = _read_data(img, path, dtype)
@@ -147,8 +166,12 @@ def load_volume(
             )
     array = fix_nonfinite(array, str(path), nonfinite)
     header = img.header.copy() if isinstance(img.header, nib.Nifti1Header) else None
+    source = Grid(tuple(int(s) for s in stored.shape[:3]),
+                  np.asarray(stored.affine, dtype=float), to_loaded,
+                  stored.header.copy() if isinstance(stored.header, nib.Nifti1Header) else None,
+                  str(path))
     return Volume(array=array, affine=np.asarray(img.affine, dtype=float), header=header,
-                  path=str(path))
+                  path=str(path), source=source)
 
 
 def check_aligned(volumes: Iterable[Volume], what: str = "images", atol: float = 1e-3) -> None:
@@ -179,7 +202,7 @@ def load_modalities(paths: Sequence[str | os.PathLike], **kwargs) -> Volume:
     arrays = [v.array if v.array.ndim == 4 else v.array[..., None] for v in volumes]
     array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
     return Volume(array=array, affine=volumes[0].affine, header=volumes[0].header,
-                  path=str(paths[0]))
+                  path=str(paths[0]), source=volumes[0].source)
 
 
 def load_label(
@@ -224,6 +247,13 @@ def _integer_dtype(array: np.ndarray):
     return np.int64
 
 
+def _xform_codes(header: nib.Nifti1Header | None) -> tuple[int, int]:
+    """(qform, sform) codes for an output: the header's where set, else 1 (scanner)."""
+    if header is None:
+        return 1, 1
+    return int(header["qform_code"]) or 1, int(header["sform_code"]) or 1
+
+
 def save_volume(
     volume_or_array: Volume | np.ndarray,
     path: str | os.PathLike,
@@ -233,7 +263,10 @@ def save_volume(
 ) -> Path:
     """Write a NIfTI file atomically (temporary name, then rename).
 
-    ``affine``/``header`` default to those of a :class:`Volume` argument.
+    ``affine``/``header`` default to those of a :class:`Volume` argument; to
+    write on an input file's own grid pass ``affine=grid.affine,
+    header=grid.header`` (a :class:`Grid`). The qform and sform codes are the
+    header's where it sets them (e.g. 4 for MNI space), else 1 (scanner).
     Integer and boolean arrays (label maps) are written with the smallest
     integer type that holds them; ``dtype`` forces a type.
     """
@@ -255,8 +288,9 @@ def save_volume(
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=float), header=hdr)
     img.set_data_dtype(dtype)
     img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(np.asarray(affine, dtype=float), code=1)
-    img.set_sform(np.asarray(affine, dtype=float), code=1)
+    qform_code, sform_code = _xform_codes(header)
+    img.set_qform(np.asarray(affine, dtype=float), code=qform_code)
+    img.set_sform(np.asarray(affine, dtype=float), code=sform_code)
     if dtype.kind in "iu":
         img.header["scl_slope"] = 1.0
         img.header["scl_inter"] = 0.0

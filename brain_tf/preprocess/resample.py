@@ -63,8 +63,11 @@ def resample(
     """Resample ``array`` (x, y, z[, c]) onto ``shape`` voxels of ``spacing`` mm.
 
     The grids' centres coincide. ``order`` is the spline order (0 nearest for
-    labels and masks, 1 linear, 3 cubic for images); voxels outside the input
-    get ``cval``. Returns the new array and its affine.
+    labels and masks, 1 linear, 3 cubic for images). The input's field of view
+    reaches half a voxel beyond its outer voxel centres: new voxels whose centre
+    lies outside it get ``cval``, and those in the outer half voxel keep the
+    edge's values (nearest) or blend them with ``cval`` (linear, cubic).
+    Returns the new array and its affine.
     """
     affine = np.asarray(affine, dtype=float)
     old_shape = np.asarray(array.shape[:3], dtype=float)
@@ -83,7 +86,7 @@ def resample(
         out_dtype = channel.dtype if order == 0 else np.float32
         return ndi.affine_transform(
             channel, scale, offset=offset, output_shape=shape, order=order,
-            mode="constant", cval=cval, output=out_dtype, prefilter=order > 1,
+            mode="grid-constant", cval=cval, output=out_dtype, prefilter=order > 1,
         )
 
     if array.ndim == 3:

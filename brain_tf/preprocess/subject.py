@@ -46,7 +46,7 @@ from brain_tf.preprocess.resample import crop_start, resample, target_grid, tran
 from brain_tf.schema import Preprocess
 
 #: Bump when the preprocessing code changes its output, to invalidate caches.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 DEFAULTS: dict[str, Any] = Preprocess().to_dict()
 MASK_MODES = ("given", "auto", "none")

@@ -4,13 +4,12 @@ Training cuts patches from preprocessed subjects (``[sampler]``, ``[augment]``);
 test subjects are segmented whole with Gaussian-blended sliding windows
 (``[inference]``) and scored per label and region on the preprocessed grid (Dice,
 sensitivity, specificity, HD95 in mm; ``[evaluation] volumes`` adds predicted and
-reference volumes). New scans are predicted on their own grid: the label map has the
-input's shape, affine and voxel order, and a brain mask restricts it.
+reference volumes). New scans are predicted on their own grid: probabilities are resampled
+back through the inverse of the preprocessing, so the label map has the input file's
+shape, affine and voxel order whatever its orientation; a given brain mask restricts it.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,10 @@ from brain_tf.evaluation.summaries import segmentation_lines, segmentation_summa
 from brain_tf.evaluation.volumes import predicted_and_reference, volume_errors
 from brain_tf.inference.segment import Segmenter
 from brain_tf.io import load_modalities, load_volume, read_shape, save_volume
+from brain_tf.io.tables import input_name
 from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.sampling import PatchSampler
+from brain_tf.preprocess.inverse import restrict_to_mask
 from brain_tf.preprocess.labels import indices_to_values
 from brain_tf.preprocess.loader import subject_loader
 from brain_tf.preprocess.subject import preprocess_subject
@@ -147,26 +148,15 @@ class Segmentation(Family):
             mask = load_volume(mask_path, ndim=3) if mask_path else None
             pre = preprocess_subject(volume, None, mask, cfg.preprocess.to_dict(), values,
                                      subject=paths[0])
-            indices = segment(model, pre.image)
-            if indices.shape != volume.shape[:3] or not np.allclose(pre.affine, volume.affine):
-                indices = _back_to_input(indices, pre.affine, volume)
+            grid = volume.file_grid
+            indices = segment.on_input_grid(model, pre.image, pre.affine, grid)
             if mask is not None:
-                indices = np.where(np.asarray(mask.array) > 0, indices, 0)
-            name = Path(paths[0]).name.split(".nii")[0]
+                indices = restrict_to_mask(indices, mask, grid)
             written.append(save_volume(indices_to_values(indices, values),
-                                       out / f"{name}_seg.nii.gz", affine=volume.affine,
-                                       header=volume.header))
+                                       out / f"{input_name(paths[0])}_seg.nii.gz",
+                                       affine=grid.affine, header=grid.header))
             print(f"{paths[0]} -> {written[-1]}")
         return written
-
-
-def _back_to_input(indices, affine, volume):
-    """Nearest-neighbour resampling of a label map onto the input volume's grid."""
-    import scipy.ndimage as ndi
-
-    matrix = np.linalg.inv(affine) @ volume.affine
-    return ndi.affine_transform(indices, matrix[:3, :3], offset=matrix[:3, 3],
-                                output_shape=volume.shape[:3], order=0, mode="constant", cval=0)
 
 
 FAMILY = Segmentation()

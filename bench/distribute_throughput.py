@@ -40,7 +40,7 @@ from brain_tf.pipeline import PatchSampler, patch_dataset  # noqa: E402
 from brain_tf.preprocess.loader import ManifestLoader  # noqa: E402
 from brain_tf.tasks import TASKS  # noqa: E402
 from brain_tf.models import build_model  # noqa: E402
-from brain_tf.tasks.compile import make_loss, make_optimizer  # noqa: E402
+from brain_tf.training.fit import make_loss, make_optimizer  # noqa: E402
 
 PATCH = (48, 48, 16)
 
@@ -53,12 +53,11 @@ def train_rate(devices: list[str], steps: int, batch: int) -> float:
     x = rng.normal(size=(batch * 4,) + PATCH + (4,)).astype("float32")
     y = (rng.random((batch * 4,) + PATCH + (3,)) > 0.9).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
-    model_cfg = dict(config["model"])
+    model_cfg = dict(config.model)
     with strategy.scope():
         model = build_model(model_cfg.pop("name"), input_shape=PATCH + (4,), num_outputs=3,
                             **model_cfg)
-        model.compile(optimizer=make_optimizer(config["optimizer"]),
-                      loss=make_loss(config["loss"]))
+        model.compile(optimizer=make_optimizer(config, steps + 2), loss=make_loss(config.loss))
         model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
         start = time.perf_counter()
         model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -101,7 +100,7 @@ def main() -> None:
         spec_path = synthesize("msd_brats", Path(tmp) / "data", subjects=args.subjects, seed=0,
                                shape=tuple(args.shape))
         spec = load_spec(spec_path)
-        config = TASKS["tumor-segmentation"].config("small")["preprocess"]
+        config = TASKS["tumor-segmentation"].config("small").preprocess.to_dict()
         start = time.perf_counter()
         write_shards(spec, Path(tmp) / "shards", config, progress=False)
         print(f"wrote {args.subjects} subjects of {tuple(args.shape)}x4 to shards in "

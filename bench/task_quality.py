@@ -5,9 +5,8 @@
 
 For each task: write the synthetic twin of the task's default dataset layout,
 train the ``small`` preset on it (patient-level split), evaluate on the test
-split and print the test metrics with the wall time. The layout is the stem of
-the preset's data spec (``data_specs/camcan.toml`` -> ``camcan``). ``TASK:PRESET``
-runs another preset than ``small``.
+split and print the test metrics with the wall time. The layout is the preset's
+data spec name (``camcan``). ``TASK:PRESET`` runs another preset than ``small``.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ def run_task(name: str, out: Path, subjects: int | None) -> dict:
     name, _, preset = name.partition(":")
     preset = preset or "small"
     task = TASKS[name]
-    config = task.config(preset)
-    layout = Path(config["data"]["spec"]).stem
+    layout = Path(task.config(preset).data.spec).stem
     count = subjects or SUBJECTS.get(layout, 20)
     data = out / layout
     if not (data / "spec.toml").exists():

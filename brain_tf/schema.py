@@ -287,13 +287,38 @@ class Inference(Section):
     gradcam_layer: str | None = None     # default: the backbone's last layer
     gradcam_slices: int = 4              # test slices with a Grad-CAM overlay
     overlay_slices: int = 4              # test slices in overlay.png (2D segmentation)
+    # 3D segmentation outputs: "seg" (NAME_seg: the label map), "mask" (NAME_mask: 1 where
+    # any class but background), "brain" (NAME_brain: the input image inside that mask)
+    write: list = field(default_factory=lambda: ["seg"])
 
     def check(self, where):
         self.positive(where, "batch_size", "mc_passes")
+        if not self.write or set(self.write) - {"seg", "mask", "brain"}:
+            raise ConfigError(f"{where} write must list outputs among 'seg', 'mask' and "
+                              f"'brain', not {self.write!r}")
         self.positive(where, "gradcam_slices", "overlay_slices", allow_zero=True)
         self.choice(where, "merge", ("argmax", "nested"))
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"{where} overlap must be in [0, 1), not {self.overlap}")
+
+
+@dataclass
+class Classes(Section):
+    """The classes a segmentation model predicts, read from label-map or brain-mask files."""
+
+    NAME = "classes"
+    source: str = "label"   # "label": the spec's label maps; "mask": its brain masks
+    # class name -> the file values it takes, in class order; default: the spec's [labels]
+    # (for masks: background = 0, brain = 1). With groups, predictions hold class indices.
+    groups: dict = field(default_factory=dict)
+
+    def check(self, where):
+        self.choice(where, "source", ("label", "mask"))
+        for name, values in self.groups.items():
+            values = values if isinstance(values, list) else [values]
+            if not values or not all(_type_ok(v, int) and v >= 0 for v in values):
+                raise ConfigError(f"{where} groups.{name} must be label values (integers "
+                                  f">= 0), not {values!r}")
 
 
 @dataclass

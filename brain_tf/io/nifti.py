@@ -224,7 +224,8 @@ def load_label(
     array = array.astype(np.int16 if array.max(initial=0) > 255 or array.min(initial=0) < 0
                          else np.uint8)
     if values is not None:
-        allowed = np.asarray(sorted(set(int(v) for v in values)))
+        # a value may also be a group of values (one class of a grouped label map)
+        allowed = np.unique(np.concatenate([np.atleast_1d(v) for v in values]).astype(int))
         found = np.unique(array)
         extra = np.setdiff1d(found, allowed)
         if extra.size:

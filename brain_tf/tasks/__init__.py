@@ -2,7 +2,7 @@
 cheap; each task's family of hooks is imported when it runs)."""
 
 from brain_tf.tasks import (  # noqa: F401  (each module registers its task)
-    age, hippocampus, lesion, sex, slice_classification, tissue, tumor,
+    age, brain_extraction, hippocampus, lesion, sex, slice_classification, tissue, tumor,
 )
 from brain_tf.tasks.base import TASKS, Task
 

@@ -32,7 +32,7 @@ FAMILIES = {"segmentation": "segmentation:FAMILY", "volume": "volume:FAMILY",
 #: free-form section (:data:`brain_tf.schema.FREE`).
 SCHEMAS = {
     "segmentation": {**_COMMON, "preprocess": s.Preprocess, "sampler": s.Sampler,
-                     "evaluation": s.Evaluation},
+                     "classes": s.Classes, "evaluation": s.Evaluation},
     "volume": {**_COMMON, "preprocess": s.Preprocess, "target": s.Target},
     "features": {"data": s.Data, "features": s.Features},
     "lesion": {**_COMMON, "preprocess": s.SlicePreprocess},

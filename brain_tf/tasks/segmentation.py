@@ -53,15 +53,37 @@ def model_input(config, channels) -> dict:
                 "output_activation", "softmax")}
 
 
+def classes(config, spec) -> tuple[dict[str, int], list]:
+    """``(labels, sources)``: class name -> the value predictions are written with, and
+    per class the file value(s) it is read from (see :class:`brain_tf.schema.Classes`)."""
+    groups = config.classes.groups
+    if groups:
+        return ({name: i for i, name in enumerate(groups)},
+                [v if isinstance(v, list) else [v] for v in groups.values()])
+    if config.classes.source == "mask":
+        return {"background": 0, "brain": 1}, [0, 1]
+    if not spec.labels:
+        raise ConfigError(f"{spec.path}: the spec has no [labels] table; list the label "
+                          "values, or set [classes] groups")
+    return dict(spec.labels), list(spec.labels.values())
+
+
 class Segmentation(Family):
     per_item_csv = "test_items.csv"
 
     def learn(self, ctx):
-        return {"labels": ctx.spec.labels, "channels": list(ctx.spec.channel_names),
+        labels, sources = classes(ctx.config, ctx.spec)
+        return {"labels": labels, "label_sources": sources,
+                "channels": list(ctx.spec.channel_names),
                 "input": model_input(ctx.config, ctx.spec.channel_names)}
 
     def _loader(self, ctx, rows):
-        return subject_loader(rows, ctx.config, list(ctx.learned["labels"].values()))
+        if ctx.config.classes.source == "mask":
+            if "mask" not in rows:
+                raise ConfigError(f"{ctx.spec.path}: [classes] source = \"mask\" needs brain "
+                                  "masks; the spec has no [files] mask pattern")
+            rows = rows.assign(label=rows["mask"]).drop(columns=["mask"])
+        return subject_loader(rows, ctx.config, ctx.learned["label_sources"])
 
     def prepare(self, ctx):
         cfg, tr = ctx.config, ctx.config.training
@@ -152,11 +174,28 @@ class Segmentation(Family):
             indices = segment.on_input_grid(model, pre.image, pre.affine, grid)
             if mask is not None:
                 indices = restrict_to_mask(indices, mask, grid)
-            written.append(save_volume(indices_to_values(indices, values),
-                                       out / f"{input_name(paths[0])}_seg.nii.gz",
-                                       affine=grid.affine, header=grid.header))
-            print(f"{paths[0]} -> {written[-1]}")
+            files = _write_outputs(cfg.inference.write, indices, values, volume, grid,
+                                   out / input_name(paths[0]))
+            print(f"{paths[0]} -> {', '.join(map(str, files))}")
+            written += files
         return written
+
+
+def _write_outputs(kinds, indices, values, volume, grid, stem) -> list:
+    """The outputs ``kinds`` of one scan on its own grid (see ``inference.write``)."""
+    written = []
+    for kind in kinds:
+        if kind == "seg":
+            array = indices_to_values(indices, values)
+        elif kind == "mask":
+            array = (indices > 0).astype(np.uint8)
+        else:  # the input image (every channel) inside the predicted brain
+            image = grid.to_file(volume.array)
+            array = image * ((indices > 0)[..., None] if image.ndim == 4 else indices > 0)
+        written.append(save_volume(array, f"{stem}_{kind}.nii.gz", affine=grid.affine,
+                                   header=grid.header,
+                                   dtype=np.float32 if kind == "brain" else None))
+    return written
 
 
 FAMILY = Segmentation()

@@ -32,10 +32,10 @@ Generative relations, their noise and the measured figures are listed in
 :mod:`.anatomy`; the layout table in :mod:`.layouts`.
 """
 
-from brain_tf.data.synthetic.anatomy import (
-    CLASSES, AnatomyMaps, Anatomy, render_anatomy, sample_anatomy)
+from brain_tf.data.synthetic.anatomy import AnatomyMaps, Anatomy, render_anatomy, sample_anatomy
 from brain_tf.data.synthetic.contrast import MODALITIES, Scanner, sample_scanner
 from brain_tf.data.synthetic.geometry import Frame, affine_from_axes, grid_axes
+from brain_tf.data.synthetic.labels import HIPPOCAMPUS, LABELS, MASK, TISSUE
 from brain_tf.data.synthetic.layouts import LAYOUT, LAYOUTS, resolve_grid, synthesize
 from brain_tf.data.synthetic.slices import PERSPECTIVES, render_slice
 from brain_tf.data.synthetic.subject import (
@@ -43,8 +43,9 @@ from brain_tf.data.synthetic.subject import (
 from brain_tf.data.synthetic.tumour import GRADES, Tumour, sample_tumour
 
 __all__ = [
-    "Anatomy", "AnatomyMaps", "CLASSES", "Frame", "GRADES", "LAYOUT", "LAYOUTS", "MODALITIES",
-    "PERSPECTIVES", "Phantom", "Scanner", "Subject", "Tumour", "affine_from_axes", "grid_axes",
-    "make_subject", "render_anatomy", "render_phantom", "render_slice", "resolve_grid",
-    "sample_anatomy", "sample_phantom", "sample_scanner", "sample_tumour", "synthesize",
+    "Anatomy", "AnatomyMaps", "Frame", "GRADES", "HIPPOCAMPUS", "LABELS", "LAYOUT", "LAYOUTS",
+    "MASK", "MODALITIES", "PERSPECTIVES", "Phantom", "Scanner", "Subject", "TISSUE", "Tumour",
+    "affine_from_axes", "grid_axes", "make_subject", "render_anatomy", "render_phantom",
+    "render_slice", "resolve_grid", "sample_anatomy", "sample_phantom", "sample_scanner",
+    "sample_tumour", "synthesize",
 ]

@@ -3,21 +3,23 @@
     python bench/realism.py [--subjects 3] [--spacings 2 1] [--out bench/out/realism.png]
 
 For ``--subjects`` synthetic full-head subjects (men and women, 25 to 80
-years, heads aligned with the grid as the template is) on a 180x220x200 mm grid at 2 mm and at 1 mm, and for the MNI ICBM152
-2009a T1 that nilearn ships (an average of 152 young adults; its labels are
-the argmax of background / CSF / GM / WM with CSF = clip(1 - gm - wm) inside
-T1 > 0.2, the GM and WM maps read as 0-255 -> 0-1), prints the figures of
+years, heads aligned with the grid as the template is) on a 180x220x200 mm
+grid at 2 mm and at 1 mm, and for the MNI ICBM152 2009a T1 that nilearn ships
+(an average of 152 young adults; its labels are the argmax of background /
+CSF / GM / WM with CSF = clip(1 - gm - wm) inside T1 > 0.2, the GM and WM
+maps read as 0-255 -> 0-1), prints the figures of
 :mod:`brain_tf.data.synthetic.realism` (tissue fractions, median T1 ratios,
 cortical thickness) and the generator's seconds per subject. The MNI figures
 are also given at 2 mm (every other voxel, as a phantom is point-sampled).
 Published adult ranges: CSF 0.08-0.15, GM 0.50-0.58, WM 0.33-0.40 of
 CSF+GM+WM; median T1 ratio CSF/WM 0.45-0.5 and GM/WM 0.75-0.8 at 1 mm;
-cortical thickness 2-4 mm (mean about 2.5-3).
+cortical thickness 2-4 mm (mean about 2.5-3). Older subjects lie outside the
+young-adult ranges, as real ones do (more CSF, less GM).
 
 The PNG shows the three mid-planes through the brain mask's centroid (the
-sagittal one 8 mm to the right, through the medial hemisphere): a
-synthetic T1 (first subject at the last spacing), its fine labels, the MNI T1 and the MNI
-labels. The MNI template is a yardstick only: nothing in the phantoms is
+sagittal one 8 mm to the right, through the medial hemisphere): a synthetic
+T1 (first subject at the last spacing), its fine labels, the MNI T1 and the
+MNI labels. The MNI template is a yardstick only: nothing in the phantoms is
 fitted to it.
 """
 

@@ -21,26 +21,29 @@ The result is a fine label map (:mod:`.labels`) and the maps derived from it.
 
 Generative relations (``a = (age - 20) / 60``; N(0, s) is per-subject noise):
 
-- size: linear scale ``1.0`` (male) or ``0.955`` (female) times exp(N(0, 0.025)),
-  each axis times (1 + N(0, 0.02)), one hemisphere (1 + N(0, 0.015)) larger;
-  a smooth displacement of sd 2.5 mm on a 40 mm scale. Men also have a
-  thicker skull (+1.2 mm) and a 7 % larger face, women a thicker fat layer,
-  so the full head reveals sex more easily than the brain alone;
-- cortex: thickness ``2.9 (1 - 0.12 a) exp(N(0, 0.06))`` mm (+-15 % locally;
-  the cerebellar cortex scales alike);
-- CSF: the brain surface retreats ``max(1.7 a + N(0, 0.3), 0)`` mm from the
-  cavity (which it fills with a 1 mm layer when young; the cerebellum
-  retreats half as far); sulcal half-width ``max(0.45 + 0.9 a + N(0, 0.12),
-  0.25)`` mm; interhemispheric and Sylvian fissure half-width
-  ``max(0.8 + 1.2 a + N(0, 0.25), 0.5)`` mm;
-- ventricles: widths times ``exp(0.55 a + N(0, 0.13))`` (each side a further
+- size: linear scale ``0.95`` (male) or ``0.907`` (female, 4.5 % less) of the
+  atlas times exp(N(0, 0.025)), each axis times (1 + N(0, 0.02)), one
+  hemisphere (1 + N(0, 0.015)) larger; a smooth displacement of sd
+  ``2 exp(N(0, 0.2))`` mm on a 40 mm scale (0.6 of that across the midline).
+  Men also have a thicker skull (+1.2 mm) and a 7 % larger face, women a
+  thicker fat layer, so the full head reveals sex more easily than the brain
+  alone;
+- cortex: thickness ``3.0 (1 - 0.12 a) exp(N(0, 0.06))`` mm (+-15 % locally;
+  the cerebellar cortex is 0.8 of it);
+- CSF: the brain surface retreats ``max(1.3 a + N(0, 0.3), 0)`` mm from the
+  cavity (which it fills but for a 0.8 mm layer when young; the cerebellum
+  retreats half as far); sulcal half-width ``max(0.1 + 0.15 a + 0.35 a^2 +
+  N(0, 0.1), 0.03)`` mm; interhemispheric and Sylvian fissure half-width
+  ``max(0.5 + 0.8 a + N(0, 0.2), 0.3)`` mm;
+- ventricles: widths times ``exp(0.65 a + N(0, 0.13))`` (each side a further
   exp(N(0, 0.08))), taking their room from the white and deep grey matter
-  round them;
+  round them: lateral ventricles about 10 ml in a young man, 3.5 times that
+  at 80;
 - white matter: T1 signal down 6 % per 60 years (GM/WM contrast falls) and
   periventricular FLAIR/T2 hyperintensity growing from about 45 years
   (weight ``max(a - 0.4, 0) exp(N(0, 0.3))``);
 - hippocampi: widths times ``(1 - 0.06 a - 0.04 a^2) exp(N(0, 0.04))`` (each
-  side a further exp(N(0, 0.03))).
+  side a further exp(N(0, 0.03))), about 3.5 ml each in a young man.
 
 Measured by ``bench/bench_synthetic.py`` (the figures are in its docstring and
 in :mod:`brain_tf.data.synthetic`): CSF, GM and WM fractions track age, brain
@@ -68,11 +71,11 @@ from brain_tf.data.synthetic.structures import CANAL, PARTS
 #: Linear size of an average man and woman relative to the atlas.
 SEX_SCALE = {"M": 0.95, "F": 0.95 * 0.955}
 FIELD_STEPS = {"icv": 20.0, "head": 24.0, "fold": 7.0, "fold2": 5.0, "depth": 18.0,
-               "thickness": 14.0,
-               "texture": 5.0, "folia": 12.0, "warp0": 40.0, "warp1": 40.0, "warp2": 40.0}
+               "thickness": 14.0, "texture": 5.0, "folia": 12.0,
+               "warp0": 40.0, "warp1": 40.0, "warp2": 40.0}
 #: CSF layer (mm) between a young brain and the intracranial cavity.
 ICV_MARGIN = 0.8
-#: Semi-axes (mm) of the cerebrum of an average man, about the head frame's origin.
+#: Semi-axes (atlas mm) of the cerebrum about the head frame's origin.
 CEREBRUM_AXES = np.array([68.0, 86.0, 60.0])
 
 
@@ -85,7 +88,7 @@ def age_units(age: float) -> float:
 class Anatomy:
     """The random draw behind one head; render it on any grid with :func:`render_anatomy`.
 
-    Lengths are mm. ``scale`` is the linear size (1 for an average man), ``axes``
+    Lengths are mm. ``scale`` is the linear size relative to the atlas, ``axes``
     its factor per axis, ``asymmetry`` how much larger the right hemisphere is
     (negative: the left), ``warp`` the sd of the smooth displacement; ``icv``
     the semi-axes of the cerebrum (where tumours are placed). ``skull``,

@@ -5,8 +5,8 @@ chosen from the usual relaxation behaviour of each tissue (T1 white matter
 brightest in the brain, CSF darkest; T2 and PD the reverse, FLAIR with CSF
 suppressed; b=1000 diffusion with free water dark):
 
-- T1 (MPRAGE-like): WM > pallidum > thalamus > brainstem-like WM of the stem
-  > putamen > caudate > cortex > CSF; corpus callosum slightly brighter
+- T1 (MPRAGE-like): WM > pallidum and brainstem > thalamus > putamen >
+  caudate > cortex > CSF (a third of WM); corpus callosum slightly brighter
   than other white matter; fat and marrow bright, bone dark;
 - T1gd: T1 plus gadolinium: enhancing tumour rim, dura and muscle brighter;
 - T2: CSF and eyes brightest, GM > WM, the iron-rich pallidum (and less the
@@ -20,9 +20,10 @@ Per subject and scanner the signals vary: each label of each modality is
 scaled by exp(N(0, 0.03)); white-matter T1 signal falls 6 % and T2/FLAIR
 signal rises 4 % per 60 years of age; periventricular white-matter change adds
 FLAIR/T2 signal. Image formation: label signal x tissue texture, a
-partial-volume blur (a point spread of sd 0.5 voxel), a smooth multiplicative bias field
-exp(b * field), Rician noise, and a global intensity scale that differs
-between scanners and subjects (the arbitrary units of raw MRI).
+partial-volume blur (a point spread of sd 0.5 voxel), a smooth
+multiplicative bias field exp(b * field), Rician noise, and a global
+intensity scale that differs between scanners and subjects (the arbitrary
+units of raw MRI).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ marrow                     .80   .82   .50   .45   .75   .10
 eyes                       .14   .15   1.0   .08   1.0   .10
 other_head                 .38   .46   .24   .26   .45   .20
 dura                       .28   .80   .30   .22   .35   .10
-extracerebral_csf          .33   .34   1.0   .07   1.0   .12
-lateral_ventricles         .31   .32   1.0   .06   1.0   .11
-third_fourth_ventricles    .31   .32   1.0   .06   1.0   .11
+extracerebral_csf          .36   .37   1.0   .07   1.0   .12
+lateral_ventricles         .34   .35   1.0   .06   1.0   .11
+third_fourth_ventricles    .34   .35   1.0   .06   1.0   .11
 cerebral_cortex            .72   .74   .55   .62   .84   .62
 cerebral_wm                1.0   1.0   .36   .45   .68   .52
 corpus_callosum            1.03  1.03  .33   .43   .65   .55

@@ -1,8 +1,8 @@
 """The cerebral and cerebellar hulls and the folded cortex over their white matter.
 
-Geometry is given in atlas coordinates (mm for an average man; see
-:mod:`.anatomy`), for the right side: left-side points are evaluated at
-``|x|``. Distances come out in atlas units; callers convert them to mm.
+Geometry is given in atlas coordinates (see :mod:`.atlas`), for the right
+side: left-side points are evaluated at ``|x|``. Distances come out in atlas
+units; callers convert them to mm.
 
 Cerebrum. Each hemisphere's hull is the union of a dome (frontal, parietal
 and occipital lobes) and a temporal lobe. Cerebrospinal fluid enters it as:
@@ -11,8 +11,8 @@ and occipital lobes) and a temporal lobe. Cerebrospinal fluid enters it as:
   hull surface, read at each point's projection onto the surface (a little
   short of it, so sulci bend as they deepen): every sulcus runs down from the
   surface, as in real cortex. Primary sulci (about 18 mm apart) reach about
-  16 mm deep, secondary ones (about 14 mm apart, not on the medial surface)
-  about 9 mm; a second field varies the depths, and sulci open slightly at
+  18 mm deep, secondary ones (about 14 mm apart, not on the medial surface)
+  about 10 mm; a second field varies the depths, and sulci open slightly at
   the surface;
 - the interhemispheric fissure (a midline sheet down to the corpus callosum,
   and to the base of the brain in front of and behind it), and on the medial
@@ -58,6 +58,11 @@ INSULA_X, SYLVIAN_END_Y = 36.0, -42.0
 #: Transverse axis (y, z) the cerebellar fissures fan out from, and fissures per turn.
 FOLIA_AXIS = (-46.0, -31.0)
 LOBULES, FOLIA = 16, 60
+#: Depth (mm) of the fissures between lobules and between folia, the folial
+#: fissures' half-width (mm), and the cerebellar cortex's thickness as a share
+#: of the cerebral one.
+LOBULE_DEPTH, FOLIUM_DEPTH, FOLIUM_HALF_WIDTH = 13.0, 3.0, 0.15
+CEREBELLAR_THICKNESS = 0.8
 #: Lattice step (atlas mm) on which the sulcal pattern is tabulated.
 FOLD_STEP = 1.5
 #: Depth (mm) of the secondary sulci; extra half-width (mm) where a sulcus opens at
@@ -104,14 +109,6 @@ def surface_zero_distance(field: Field, points, normals, step: float = FOLD_STEP
     along = grad[0] * normals[0] + grad[1] * normals[1] + grad[2] * normals[2]
     slope2 = grad[0] * grad[0] + grad[1] * grad[1] + grad[2] * grad[2] - along * along
     return np.abs(g) / np.sqrt(np.maximum(slope2, np.float32(4e-4)))
-
-
-def _sulci(field: Field, depth_mm, reach, shell, surface, normal, width, mm) -> np.ndarray:
-    """Signed distance (mm) to one system of sulci: sheets along the zero line that
-    ``field`` draws on the surface, from the surface down to ``reach`` mm."""
-    sheet = np.full(depth_mm.shape, np.float32(1e3))
-    sheet[shell] = surface_zero_distance(field, surface, normal) * np.float32(mm) - width
-    return cleft(sheet, np.maximum(depth_mm - reach, 0))
 
 
 def render_cerebrum(anat, region, hull: dict[str, np.ndarray]) -> np.ndarray:
@@ -194,10 +191,10 @@ def render_cerebellum(anat, region, hull: dict[str, np.ndarray]) -> np.ndarray:
     wave = anat.fields["folia"].sample(region.axes)
     angle = np.arctan2(dz, dy) + np.float32(0.12) * wave
     lobules = cleft(_fissure_distance(angle, radius, LOBULES) - np.float32(anat.sulcus_width),
-                    np.maximum(depth - np.float32(13.0) * (1 + 0.35 * wave), 0))
-    folia = cleft(_fissure_distance(angle, radius, FOLIA) - np.float32(0.15),
-                  np.maximum(depth - np.float32(3.0), 0))
+                    np.maximum(depth - np.float32(LOBULE_DEPTH) * (1 + 0.35 * wave), 0))
+    folia = cleft(_fissure_distance(angle, radius, FOLIA) - np.float32(FOLIUM_HALF_WIDTH),
+                  np.maximum(depth - np.float32(FOLIUM_DEPTH), 0))
     dist = np.minimum(depth, np.minimum(lobules, folia))
-    cortex = np.float32(0.8 * anat.gm)
+    cortex = np.float32(CEREBELLAR_THICKNESS * anat.gm)
     return np.where(dist < 0, 0, np.where(dist < cortex, CEREBELLAR_CORTEX,
                                           CEREBELLAR_WM)).astype(np.uint8)

@@ -93,7 +93,8 @@ def render_tumour(tumour: Tumour, frame: Frame, labels: np.ndarray,
     if not core.any():
         return out
     reach = tumour.edema * np.clip(1 + 0.5 * tumour.fields["edema"].sample(sub.axes), 0.2, 2)
-    whole = (((d_core < reach) & (TISSUE[cls] != 1)) | ndimage.binary_dilation(core, struct)) & inside
+    fluid = TISSUE[cls] == 1
+    whole = (((d_core < reach) & ~fluid) | ndimage.binary_dilation(core, struct)) & inside
     lab = np.where(whole, 1, 0).astype(np.uint8)
     tissue = np.where(whole, EDEMA, cls)
     if tumour.grade == "high":

@@ -45,10 +45,15 @@ Generative relations (``a = (age - 20) / 60``; N(0, s) is per-subject noise):
 - hippocampi: widths times ``(1 - 0.06 a - 0.04 a^2) exp(N(0, 0.04))`` (each
   side a further exp(N(0, 0.03))), about 3.5 ml each in a young man.
 
-Measured by ``bench/bench_synthetic.py`` (the figures are in its docstring and
-in :mod:`brain_tf.data.synthetic`): CSF, GM and WM fractions track age, brain
-volume tracks sex, and an oracle that knows each subject's true CSF/GM/WM
-fractions predicts age with a mean absolute error of a few years, never 0.
+Measured over 300 subjects aged 18-88 on a 3 mm grid (``bench/bench_synthetic.py``):
+corr(age, CSF fraction) = +0.93, corr(age, GM fraction) = -0.88,
+corr(age, WM fraction) = -0.40; intracranial volume 1435 +- 136 ml in men and
+1243 +- 107 ml in women (13 % smaller). The irreducible error: an oracle that
+knows each subject's true CSF/GM/WM fractions predicts age (linear or cubic
+regression, 5-fold cross-validation) with a mean absolute error of 5.3-5.5
+years (17.5 for the mean age), so a model working from segmented volumes
+should approach 5-6 years, never 0. Young adults fall in the published
+ranges of tissue fractions and cortical thickness (``bench/realism.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
     python bench/bench_synthetic.py [--oracle-subjects 300]
 
-1. Time to make one 64^3 four-modality subject with a tumour (in memory).
+1. Time to make one 64^3 four-modality subject with a tumour (in memory), and
+   one full-head T1 subject (180x220x200 mm) at 2 mm and at 1 mm.
 2. Time per subject to write each layout at its default size.
 3. Age and sex statistics of the anatomy: correlation of age with the tissue
    fractions, brain volume by sex, and the irreducible age error: the mean
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -33,6 +35,16 @@ def time_subject(repeats: int = 5) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         make_subject(rng, (64, 64, 64), 3.0, tumour="high", modalities=mods)
+    return (time.perf_counter() - start) / repeats
+
+
+def time_full_head(spacing: float, repeats: int = 2) -> float:
+    """Seconds per full-head (180x220x200 mm) T1 subject at ``spacing`` mm."""
+    shape = tuple(int(round(f / spacing)) for f in (180, 220, 200))
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        make_subject(rng, shape, spacing, modalities=("T1",))
     return (time.perf_counter() - start) / repeats
 
 
@@ -64,7 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--oracle-subjects", type=int, default=300)
     args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"64^3 subject, 4 modalities + tumour: {time_subject():.3f} s")
+    for spacing in (2.0, 1.0):
+        print(f"full head {spacing:g} mm, T1: {time_full_head(spacing):.2f} s/subject")
     for name, seconds in time_layouts().items():
         print(f"write {name:17s} default size: {seconds:.2f} s/subject")
     for spacing, shape in ((3.0, (64, 72, 56)), (4.0, (48, 56, 40))):
@@ -82,6 +97,8 @@ def main() -> None:
             pred = cross_val_predict(model, fractions, age, cv=5)
             mae = np.abs(pred - age).mean()
             print(f"  oracle age MAE from true fractions ({label}): {mae:.2f} y")
+        print(f"  baseline (predict the mean age): {np.abs(age - age.mean()).mean():.2f} y")
+    print(f"\nload average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

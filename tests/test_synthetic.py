@@ -1,4 +1,5 @@
-"""Synthetic phantoms: anatomy, contrasts, tumours, biology, and the six written layouts."""
+"""Synthetic phantoms: anatomy, fine labels, contrasts, tumours, biology, realism, and the
+written layouts."""
 
 import json
 
@@ -13,9 +14,11 @@ from brain_tf.data import load_spec
 from brain_tf.data.synthetic import (
     LAYOUTS, Phantom, grid_axes, make_subject, render_anatomy, render_phantom, render_slice,
     resolve_grid, sample_anatomy, sample_phantom, synthesize)
-from brain_tf.data.synthetic.anatomy import ellipsoid_distance
+from brain_tf.data.synthetic.shapes import ellipsoid
 from brain_tf.data.synthetic.fields import Field, random_field
 from brain_tf.data.synthetic.geometry import reorient
+from brain_tf.data.synthetic.labels import HIPPOCAMPUS, LABELS, MASK, TISSUE, TUMOUR_LABELS
+from brain_tf.data.synthetic.realism import cortical_thickness, realism_figures
 from brain_tf.data.synthetic.slices import axial_display, plane_axes, to_display
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.io import load_image, load_volume
@@ -32,7 +35,7 @@ def _world_centroid(labels, value, affine):
 def test_ellipsoid_distance_is_exact_along_the_axes():
     u = (np.array([10.0, 0, 0, 0], np.float32), np.array([0, 4.0, 0, 0], np.float32),
          np.array([0, 0, 12.0, 0], np.float32))
-    d = ellipsoid_distance(u, (0, 0, 0), (5.0, 8.0, 9.0))
+    d = ellipsoid(u, (0, 0, 0), (5.0, 8.0, 9.0))
     # (10,0,0) is 5 mm outside; (0,4,0) 4 mm inside; (0,0,12) 3 mm outside; the centre
     # is as deep as the shortest semi-axis.
     np.testing.assert_allclose(d, [5.0, -4.0, 3.0, -5.0], atol=1e-5)
@@ -76,6 +79,26 @@ def test_reorient_keeps_world_positions_and_load_volume_undoes_it(tmp_path):
     back = load_volume(tmp_path / "x.nii.gz")
     np.testing.assert_array_equal(back.array, array)
     np.testing.assert_allclose(back.affine, affine)
+
+
+def test_cortical_thickness_of_a_slab_by_hand():
+    # a 3-voxel GM slab between CSF and WM at 1.5 mm: 4 voxel steps between its sides
+    # for every GM voxel, less one voxel: 4.5 mm
+    tissue = np.zeros((12, 12, 12), np.uint8)
+    tissue[:, :, :4] = 1
+    tissue[:, :, 4:7] = 2
+    tissue[:, :, 7:] = 3
+    assert cortical_thickness(tissue, (1.5, 1.5, 1.5)) == pytest.approx(4.5)
+
+
+def test_label_lookups_cover_every_label():
+    assert list(LABELS.values()) == list(range(len(LABELS)))
+    assert TISSUE[LABELS["cerebral_cortex"]] == 2 and TISSUE[LABELS["brainstem"]] == 3
+    assert TISSUE[LABELS["lateral_ventricles"]] == 1 and TISSUE[LABELS["dura"]] == 0
+    assert MASK[LABELS["extracerebral_csf"]] and not MASK[LABELS["skull"]]
+    assert HIPPOCAMPUS[LABELS["right_hippocampus"]] == 1
+    assert HIPPOCAMPUS[LABELS["left_hippocampus"]] == 2
+    assert HIPPOCAMPUS.sum() == 3
 
 
 def test_display_orientation_by_hand():
@@ -122,7 +145,10 @@ def test_right_hippocampus_is_at_larger_world_x(healthy):
 
 
 def test_contrast_order_inside_tissue(healthy):
-    mean = {m: [healthy.images[m][healthy.tissue == t].mean() for t in (1, 2, 3)]
+    # interior voxels (all face neighbours alike): at 3 mm thin CSF and cortex are
+    # partial-volume mixtures
+    interior = [ndimage.binary_erosion(healthy.tissue == t, FACE) for t in (1, 2, 3)]
+    mean = {m: [healthy.images[m][inside].mean() for inside in interior]
             for m in healthy.images}
     csf, gm, wm = mean["T1"]
     assert wm > 1.2 * gm and gm > 1.5 * csf
@@ -155,7 +181,8 @@ def test_high_grade_tumour_is_nested(seed):
     assert all((img[~s.mask] == 0).all() for img in s.images.values())
     flair, t1, t1gd = s.images["FLAIR"], s.images["T1"], s.images["T1gd"]
     assert flair[t == 1].mean() > 1.3 * flair[s.tissue == 2].mean()  # oedema bright on FLAIR
-    assert t1gd[t == 3].mean() > 1.1 * t1gd[(s.tissue == 3) & (t == 0)].mean()
+    # the rim is a few mm thick, so at 4 mm most of it mixes with the dark centre
+    assert np.percentile(t1gd[t == 3], 75) > 1.1 * np.median(t1gd[(s.tissue == 3) & (t == 0)])
     assert t1gd[t == 3].mean() / t1[t == 3].mean() > 1.8  # the rim enhances
 
 
@@ -231,9 +258,105 @@ def test_age_and_sex_drive_the_anatomy():
     assert 2.0 < mae < 9.0                         # measured about 5 years
 
 
+# ------------------------------------------------------------------ anatomy at 2 mm
+@pytest.fixture(scope="module")
+def adult():
+    """A 35-year-old man, full head at 2 mm, on a scanner without bias field."""
+    return make_subject(np.random.default_rng(3), (90, 110, 100), 2.0, age=35, sex="M",
+                        modalities=("T1", "T2"), scanner={"bias": 0.0})
+
+
+def test_realism_figures_fall_in_adult_ranges():
+    # mean of three adults (25, 35 and 45 years) at 2 mm: tissue fractions of
+    # CSF+GM+WM, median T1 ratios to WM and cortical thickness in published ranges
+    rows = []
+    for seed, (age, sex) in enumerate([(25, "M"), (35, "F"), (45, "M")]):
+        s = make_subject(np.random.default_rng(seed), (90, 110, 100), 2.0, age=age, sex=sex,
+                         modalities=("T1",), scanner={"bias": 0.0})
+        rows.append(realism_figures(s.images["T1"], s.tissue, s.spacing))
+    f = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
+    assert 0.08 < f["csf"] < 0.15 and 0.50 < f["gm"] < 0.58 and 0.33 < f["wm"] < 0.40
+    assert 0.40 < f["csf_wm"] < 0.55 and 0.72 < f["gm_wm"] < 0.82
+    assert 2.0 < f["thickness"] < 4.0
+
+
+def test_fine_labels_hold_every_structure_and_give_the_other_maps(adult):
+    healthy = [v for n, v in LABELS.items() if v not in TUMOUR_LABELS]
+    assert set(np.unique(adult.labels)) == set(healthy)
+    np.testing.assert_array_equal(adult.tissue, TISSUE[adult.labels])
+    np.testing.assert_array_equal(adult.mask, MASK[adult.labels])
+    np.testing.assert_array_equal(adult.hippocampus, HIPPOCAMPUS[adult.labels])
+    right = _world_centroid(adult.labels, LABELS["right_hippocampus"], adult.affine)
+    left = _world_centroid(adult.labels, LABELS["left_hippocampus"], adult.affine)
+    assert right[0] > left[0] + 35
+    # the corpus callosum lies above the lateral ventricles, the cerebellum behind and
+    # below the cerebrum, the brainstem below the thalami
+    centre = {n: _world_centroid(adult.labels, LABELS[n], adult.affine) for n in (
+        "corpus_callosum", "lateral_ventricles", "cerebellar_cortex", "cerebral_cortex",
+        "brainstem", "thalamus")}
+    assert centre["corpus_callosum"][2] > centre["lateral_ventricles"][2]
+    assert centre["cerebellar_cortex"][1] < centre["cerebral_cortex"][1] - 30
+    assert centre["cerebellar_cortex"][2] < centre["cerebral_cortex"][2] - 30
+    assert centre["brainstem"][2] < centre["thalamus"][2] - 15
+
+
+def test_deep_grey_contrasts_follow_mr_physics(adult):
+    median = {m: {n: np.median(adult.images[m][adult.labels == v]) for n, v in LABELS.items()
+                  if n in ("cerebral_cortex", "cerebral_wm", "thalamus", "putamen", "pallidum")}
+              for m in ("T1", "T2")}
+    t1, t2 = median["T1"], median["T2"]
+    assert t1["cerebral_cortex"] < t1["thalamus"] < t1["cerebral_wm"]
+    assert t1["pallidum"] > t1["putamen"] and t2["pallidum"] < t2["putamen"]
+
+
+def test_ventricles_grow_and_cortex_thins_with_age():
+    axes = grid_axes((48, 56, 48), (3.0, 3.0, 3.0))
+    maps = {}
+    for age in (20, 80):
+        anat = sample_anatomy(np.random.default_rng(5), age, "F", pose=False)
+        maps[age] = render_anatomy(anat, Phantom(anat, None, None, np.zeros(3)).frame(axes),
+                                   head=False)
+    volume = {age: np.isin(m.labels, [LABELS["lateral_ventricles"],
+                                      LABELS["third_fourth_ventricles"]]).sum()
+              for age, m in maps.items()}
+    assert volume[80] > 2 * volume[20]
+    cortex = {age: (m.labels == LABELS["cerebral_cortex"]).sum() for age, m in maps.items()}
+    assert cortex[80] < 0.9 * cortex[20]
+    # the skull does not shrink: the intracranial cavity is the same
+    np.testing.assert_array_equal(maps[20].mask, maps[80].mask)
+
+
+def _shifted(array, k, axis):
+    """``array`` moved by ``k`` voxels along ``axis``, padded with False."""
+    out = np.zeros_like(array)
+    src, dst = [slice(None)] * 3, [slice(None)] * 3
+    src[axis], dst[axis] = (slice(k, None), slice(None, -k)) if k > 0 else (
+        slice(None, k), slice(-k, None))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def test_white_matter_enters_the_gyri():
+    # 1 mm block of lateral cortex: a sulcus has white matter within 3 mm on both of
+    # its sides (a WM finger under each bank's gyrus). With a white-matter core under
+    # a uniform ribbon (5.6 mm thick in the earlier phantom) no CSF voxel has.
+    s = make_subject(np.random.default_rng(0), (40, 40, 40), 1.0, age=30, sex="M",
+                     head=False, centre=(-48, 5, -25))
+    wm, csf = s.tissue == 3, s.tissue == 1
+    both = np.zeros_like(wm)
+    for axis in range(3):
+        plus, minus = np.zeros_like(wm), np.zeros_like(wm)
+        for k in (1, 2, 3):
+            plus |= _shifted(wm, k, axis)
+            minus |= _shifted(wm, -k, axis)
+        both |= plus & minus
+    assert (both & csf).sum() > 0.01 * csf.sum()
+
+
 # ------------------------------------------------------------------ written layouts
 SMALL = {"camcan": (24, 28, 24), "ixi": (20, 24, 24), "adni_hippocampus": (40, 48, 40),
-         "msd_brats": (24, 24, 16), "kaggle_lgg": (32, 32, 6), "tcga_gbm_slices": (32, 32)}
+         "msd_brats": (24, 24, 16), "kaggle_lgg": (32, 32, 6), "tcga_gbm_slices": (32, 32),
+         "phantoms": (18, 22, 20)}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -260,6 +383,8 @@ def _check_camcan(root, spec, manifest):
         assert image.shape == (24, 28, 24) and image.spacing == pytest.approx((8.0,) * 3)
         assert set(np.unique(label)) <= {0, 1, 2, 3} and set(np.unique(mask)) == {0, 1}
         np.testing.assert_array_equal(mask, label > 0)
+        fine = load_volume(root / f"labels/sub-{row['subject']}_labels.nii.gz", dtype=None).array
+        np.testing.assert_array_equal(TISSUE[fine], label)
 
 
 def _check_ixi(root, spec, manifest):
@@ -317,8 +442,23 @@ def _check_tcga(root, spec, manifest):
         assert image.shape == (32, 32, 3) and image.max() > 100
 
 
+def _check_phantoms(root, spec, manifest):
+    assert spec.labels == LABELS and spec.image_columns == [
+        "image_T1w", "image_T2w", "image_PDw", "image_FLAIR"]
+    assert manifest["age"].between(18, 88).all() and set(manifest["sex"]) == {"M", "F"}
+    for _, row in manifest.iterrows():
+        fine = load_volume(row["label"], dtype=None)
+        assert fine.shape == (18, 22, 20) and fine.spacing == pytest.approx((10.0,) * 3)
+        seg = load_volume(root / f"segs/sub-{row['subject']}_seg.nii.gz", dtype=None).array
+        np.testing.assert_array_equal(seg, TISSUE[fine.array])
+        np.testing.assert_array_equal(load_volume(row["mask"], dtype=None).array,
+                                      MASK[fine.array])
+        assert load_volume(row["image_FLAIR"]).shape == (18, 22, 20)
+
+
 CHECKS = {"camcan": _check_camcan, "ixi": _check_ixi, "adni_hippocampus": _check_adni,
-          "msd_brats": _check_brats, "kaggle_lgg": _check_lgg, "tcga_gbm_slices": _check_tcga}
+          "msd_brats": _check_brats, "kaggle_lgg": _check_lgg, "tcga_gbm_slices": _check_tcga,
+          "phantoms": _check_phantoms}
 
 
 def test_synthesize_is_deterministic_and_replaces_its_own_output(tmp_path):
@@ -355,5 +495,7 @@ def test_grid_defaults_follow_the_field_of_view():
     assert resolve_grid("camcan", spacing=4) == ((48, 56, 48), (4.0, 4.0, 4.0))
     assert resolve_grid("kaggle_lgg", shape=(256, 256)) == ((256, 256, 24), (0.8594, 0.8594, 5.0))
     assert resolve_grid("tcga_gbm_slices") == ((128, 128), (1.875, 1.875))
+    assert resolve_grid("phantoms") == ((90, 110, 100), (2.0, 2.0, 2.0))
+    assert resolve_grid("phantoms", spacing=1) == ((180, 220, 200), (1.0, 1.0, 1.0))
     with pytest.raises(ConfigError, match="spacing"):
         resolve_grid("camcan", spacing=(1, 2))

@@ -64,12 +64,22 @@ class Frame:
     def box(self, centre: Sequence[float], radius: float) -> tuple[slice, slice, slice] | None:
         """Grid index ranges covering a head-frame sphere; None if it misses the grid."""
         world = self.rotation @ np.asarray(centre, float) + self.origin
+        return self._index_box(world - radius, world + radius)
+
+    def extent_box(self, lo: Sequence[float], hi: Sequence[float]
+                   ) -> tuple[slice, slice, slice] | None:
+        """Grid index ranges covering a head-frame box from corner ``lo`` to ``hi``."""
+        corners = np.array([[(lo, hi)[k >> i & 1][i] for i in range(3)] for k in range(8)], float)
+        world = corners @ self.rotation.T + self.origin
+        return self._index_box(world.min(0), world.max(0))
+
+    def _index_box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
         out = []
-        for a, c in zip(self.axes, world):
-            lo, hi = np.searchsorted(a, [c - radius, c + radius])
-            if hi <= lo:
+        for a, low, high in zip(self.axes, lo, hi):
+            start, stop = np.searchsorted(a, [low, high])
+            if stop <= start:
                 return None
-            out.append(slice(int(lo), int(hi)))
+            out.append(slice(int(start), int(stop)))
         return tuple(out)
 
 

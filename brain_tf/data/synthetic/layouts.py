@@ -9,6 +9,7 @@ adni_hippocampus    96x112x96 at 2 mm           192x224x192                --spa
 msd_brats           96x96x64 at 2.5x2.5x2.42    240x240x155                --shape 240 240 155
 kaggle_lgg          128x128 px, 24 slices       220x220 px, slices 5 mm    --shape 256 256
 tcga_gbm_slices     128x128 px                  240x240                    --shape 256 256
+phantoms            90x110x100 at 2 mm          180x220x200                --spacing 1
 ==================  ==========================  =========================  ====================
 
 Shapes and spacings of the volume layouts are given in RAS+ array order
@@ -18,6 +19,10 @@ and the shape follows; give both to choose freely. For the slice layouts the
 shape is (rows, cols) of each image (kaggle_lgg also takes a third number, the
 slices per patient) and the spacing the pixel size in mm (kaggle_lgg also the
 slice thickness).
+
+``phantoms`` is no real dataset's twin: full-head subjects with T1w, T2w, PDw
+and FLAIR images, the fine label map of every structure, a tissue segmentation
+and a brain mask; its spec (written with the data) lists the fine labels.
 """
 
 from __future__ import annotations
@@ -41,13 +46,15 @@ MARK = "Synthetic phantom twin of: "
 
 @dataclass(frozen=True)
 class Layout:
-    """A layout's writer, default grid and field of view."""
+    """A layout's writer, default grid and field of view; ``spec`` makes the data spec
+    of a layout that has no shipped one."""
 
     name: str
     writer: Callable
     shape: tuple[int, ...]
     fov: tuple[float, ...]
     dims: int = 3
+    spec: Callable[[], dict] | None = None
 
 
 _LAYOUTS = (
@@ -57,9 +64,12 @@ _LAYOUTS = (
     Layout("msd_brats", write_volumes.write_brats, (96, 96, 64), (240.0, 240.0, 155.0)),
     Layout("kaggle_lgg", write_slices.write_lgg, (128, 128, 24), (220.0, 220.0, 120.0), dims=2),
     Layout("tcga_gbm_slices", write_slices.write_tcga, (128, 128), (240.0, 240.0), dims=2),
+    Layout("phantoms", write_volumes.write_phantoms, (90, 110, 100), (180.0, 220.0, 200.0),
+           spec=write_volumes.phantoms_spec),
 )
 LAYOUT = {layout.name: layout for layout in _LAYOUTS}
-#: Names of the synthetic layouts (the names of the shipped data specs they mirror).
+#: Names of the synthetic layouts (but for ``phantoms``, the names of the shipped data
+#: specs they mirror).
 LAYOUTS = tuple(LAYOUT)
 
 
@@ -121,10 +131,10 @@ def _is_synthetic(folder: Path) -> bool:
         return False
 
 
-def _spec(layout: str, overrides: dict) -> dict:
-    data = load_toml(shipped_specs()[layout])
+def _spec(layout: Layout, overrides: dict) -> dict:
+    data = layout.spec() if layout.spec else load_toml(shipped_specs()[layout.name])
     data["root"] = "."
-    data["description"] = MARK + data.get("description", layout)
+    data["description"] = MARK + data.get("description", layout.name)
     for table, values in overrides.items():
         data.setdefault(table, {}).update(values)
     return data
@@ -168,5 +178,5 @@ def synthesize(layout: str, out: str | os.PathLike, subjects: int = 10, seed: in
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         overrides = lay.writer(tmp, int(subjects), int(seed), shape, spacing, tick)
-        dump_toml(_spec(layout, overrides), tmp / SPEC_FILE)
+        dump_toml(_spec(lay, overrides), tmp / SPEC_FILE)
     return out / SPEC_FILE

@@ -6,7 +6,7 @@ without files::
     rng = np.random.default_rng(0)
     s = make_subject(rng, shape=(48, 48, 48), spacing=4.0, age=70, sex="F",
                      tumour="high", modalities=("FLAIR", "T1", "T1gd", "T2"))
-    s.images["FLAIR"], s.tissue, s.tumour, s.mask, s.affine
+    s.images["FLAIR"], s.labels, s.tissue, s.tumour, s.mask, s.affine
 
 A subject is first drawn (:func:`sample_phantom`: anatomy, tumour, scanner),
 then rendered on a grid (:func:`render_phantom`). The draw does not depend on
@@ -51,9 +51,10 @@ def head_centre(fov: Sequence[float]) -> np.ndarray:
 
 def sample_phantom(rng: np.random.Generator, age: float, sex: str, tumour: str | None = None,
                    scanner: Scanner | Mapping | None = None,
-                   centre: Sequence[float] = (0, 0, 0)) -> Phantom:
-    """Draw anatomy, then tumour (``"high"``, ``"low"`` or None), then scanner session."""
-    anat = sample_anatomy(rng, age, sex)
+                   centre: Sequence[float] = (0, 0, 0), pose: bool = True) -> Phantom:
+    """Draw anatomy, then tumour (``"high"``, ``"low"`` or None), then scanner session.
+    ``pose=False`` aligns the head with the grid (no random rotation and shift)."""
+    anat = sample_anatomy(rng, age, sex, pose=pose)
     tum = sample_tumour(rng, anat, tumour) if tumour else None
     if not isinstance(scanner, Scanner):
         scanner = sample_scanner(rng, **dict(scanner or {}))
@@ -63,35 +64,41 @@ def sample_phantom(rng: np.random.Generator, age: float, sex: str, tumour: str |
 def render_phantom(phantom: Phantom, axes: Sequence[np.ndarray], modalities: Sequence[str],
                    rng: np.random.Generator, head: bool = True,
                    skull_strip: bool = False) -> dict:
-    """Render on a grid: a dict with ``images`` (per modality), ``tissue``,
-    ``hippocampus``, ``tumour``, ``mask`` and ``classes`` arrays."""
+    """Render on a grid: a dict with ``images`` (per modality), ``labels`` (the fine
+    label map, tumour included), ``tissue``, ``hippocampus``, ``tumour`` and ``mask``
+    arrays (``tissue`` and ``hippocampus`` describe the healthy anatomy)."""
     frame = phantom.frame(axes)
     maps = render_anatomy(phantom.anatomy, frame, head=head and not skull_strip)
-    classes = maps.classes
+    labels = maps.labels
     if phantom.tumour is not None:
-        classes = classes.copy()
-        tumour = render_tumour(phantom.tumour, frame, classes, maps.mask)
+        labels = labels.copy()
+        tumour = render_tumour(phantom.tumour, frame, labels, maps.mask)
     else:
         tumour = np.zeros(frame.shape, np.uint8)
     images, cache = {}, {}
     for m in modalities:
-        image = render_image(m, classes, maps.periventricular, phantom.anatomy,
+        image = render_image(m, labels, maps.periventricular, phantom.anatomy,
                              phantom.scanner, frame, rng, cache)
         images[m] = np.where(maps.mask, image, 0).astype(np.float32) if skull_strip else image
-    return {"images": images, "tissue": maps.tissue, "hippocampus": maps.hippocampus,
-            "tumour": tumour, "mask": maps.mask, "classes": classes}
+    return {"images": images, "labels": labels, "tissue": maps.tissue,
+            "hippocampus": maps.hippocampus, "tumour": tumour, "mask": maps.mask}
 
 
 @dataclass
 class Subject:
     """A rendered subject: arrays in RAS+ voxel order (x, y, z) and their affine.
 
-    ``tissue`` (0 background, 1 CSF, 2 GM, 3 WM) and ``hippocampus`` (1 right,
-    2 left) describe the healthy anatomy; ``tumour`` (BraTS labels 0-3) is drawn
-    over it; ``mask`` is the intracranial (brain) mask, equal to ``tissue > 0``.
+    ``labels`` is the fine label map (one value per structure, see
+    :mod:`.labels`), tumour labels included. ``tissue`` (0 background, 1 CSF,
+    2 GM, 3 WM) and ``hippocampus`` (1 right, 2 left) describe the healthy
+    anatomy: outside the tumour they are the lookups ``labels.TISSUE[labels]``
+    and ``labels.HIPPOCAMPUS[labels]``. ``tumour`` (BraTS labels 0-3) is drawn
+    over the anatomy; ``mask`` is the intracranial (brain) mask,
+    ``labels.MASK[labels]``, equal to ``tissue > 0``.
     """
 
     images: dict[str, np.ndarray]
+    labels: np.ndarray
     tissue: np.ndarray
     hippocampus: np.ndarray
     tumour: np.ndarray
@@ -143,7 +150,7 @@ def make_subject(rng: np.random.Generator, shape: Sequence[int] = (64, 64, 64),
         rng: the only source of randomness (same generator state, same subject).
         age, sex: years and "M"/"F"; drawn (20-85 years, 50/50) when None.
         tumour: None/False, "high" (or True) or "low" grade.
-        modalities: any of "T1", "T1gd", "T2", "FLAIR", "DWI".
+        modalities: any of "T1", "T1gd", "T2", "FLAIR", "PD", "DWI".
         head: render scalp, skull and face (False: background outside the brain).
         skull_strip: images are zero outside the brain mask (BraTS-style).
         scanner: a :class:`Scanner`, or keyword arguments of ``sample_scanner``.
@@ -167,6 +174,7 @@ def make_subject(rng: np.random.Generator, shape: Sequence[int] = (64, 64, 64),
     phantom = sample_phantom(rng, age, sex, tumour or None, scanner, centre)
     axes = grid_axes(shape, spacing)
     out = render_phantom(phantom, axes, modalities, rng, head=head, skull_strip=skull_strip)
-    return Subject(images=out["images"], tissue=out["tissue"], hippocampus=out["hippocampus"],
+    return Subject(images=out["images"], labels=out["labels"], tissue=out["tissue"],
+                   hippocampus=out["hippocampus"],
                    tumour=out["tumour"], mask=out["mask"], affine=affine_from_axes(axes, spacing),
                    age=float(age), sex=sex, phantom=phantom)

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from brain_tf.data.synthetic.anatomy import (
-    CSF, EDEMA, ENHANCING, NECROSIS, NON_ENHANCING, Anatomy, ellipsoid_distance)
+from brain_tf.data.synthetic.anatomy import Anatomy
 from brain_tf.data.synthetic.fields import Field, random_field
 from brain_tf.data.synthetic.geometry import Frame, rotation_matrix
+from brain_tf.data.synthetic.labels import EDEMA, ENHANCING, NECROSIS, NON_ENHANCING, TISSUE
+from brain_tf.data.synthetic.shapes import ellipsoid
 
 GRADES = ("high", "low")
 
@@ -74,25 +75,26 @@ def _structure(shape) -> np.ndarray:
     return full[tuple(slice(None) if n > 1 else slice(1, 2) for n in shape)]
 
 
-def render_tumour(tumour: Tumour, frame: Frame, classes: np.ndarray,
+def render_tumour(tumour: Tumour, frame: Frame, labels: np.ndarray,
                   mask: np.ndarray) -> np.ndarray:
-    """Tumour labels (0-3) on the grid; writes tumour intensity classes into ``classes``."""
-    labels = np.zeros(frame.shape, np.uint8)
+    """Tumour labels (0-3) on the grid; writes the tumour's fine labels into ``labels``."""
+    out = np.zeros(frame.shape, np.uint8)
     box = frame.box(tumour.centre, float(tumour.semi.max()) * 1.3 + tumour.edema + 10)
     if box is None:
-        return labels
+        return out
     sub = frame.sub(box)
     u = sub.local()
-    d_core = (ellipsoid_distance(u, tumour.centre, tumour.semi, tumour.rotation)
+    d_core = (ellipsoid(u, tumour.centre, tumour.semi, tumour.rotation)
               + 2.5 * tumour.fields["core"].sample(sub.axes))
     inside = mask[box]
-    cls = classes[box]
+    cls = labels[box]
     struct = _structure(d_core.shape)
     core = (d_core < 0) & inside
     if not core.any():
-        return labels
+        return out
     reach = tumour.edema * np.clip(1 + 0.5 * tumour.fields["edema"].sample(sub.axes), 0.2, 2)
-    whole = (((d_core < reach) & (cls != CSF)) | ndimage.binary_dilation(core, struct)) & inside
+    fluid = TISSUE[cls] == 1
+    whole = (((d_core < reach) & ~fluid) | ndimage.binary_dilation(core, struct)) & inside
     lab = np.where(whole, 1, 0).astype(np.uint8)
     tissue = np.where(whole, EDEMA, cls)
     if tumour.grade == "high":
@@ -111,6 +113,6 @@ def render_tumour(tumour: Tumour, frame: Frame, classes: np.ndarray,
             patch = core & (tumour.fields["edema"].sample(sub.axes) > 1.0)
             lab[patch] = 3
             tissue[patch] = ENHANCING
-    labels[box] = lab
-    classes[box] = tissue
-    return labels
+    out[box] = lab
+    labels[box] = tissue
+    return out

@@ -1,8 +1,13 @@
-"""Writers of the NIfTI layouts: Cam-CAN, IXI, ADNI hippocampus, MSD/BraTS Task01.
+"""Writers of the NIfTI layouts: Cam-CAN, IXI, ADNI hippocampus, MSD/BraTS Task01,
+and the synthetic-only ``phantoms`` layout.
 
 Each writer makes ``n`` subjects under ``out`` in the layout its data spec in
 ``data_specs/`` describes and returns the changes the written spec needs
-(only IXI's: its metadata sheet is CSV instead of XLS).
+(IXI's: its metadata sheet is CSV instead of XLS). The Cam-CAN, IXI and ADNI
+writers also save each subject's fine label map (see :mod:`.labels`) under
+``labels/`` (IXI: ``IXI-labels/``), a file their specs do not list.
+:func:`phantoms_spec` is the spec of the ``phantoms`` layout, which has no
+real dataset behind it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pandas as pd
 from brain_tf.data.synthetic.cohort import (
     balanced_sexes, cohort_rng, save_csv, subject_rng, unique_ids)
 from brain_tf.data.synthetic.geometry import reorient
+from brain_tf.data.synthetic.labels import LABELS
 from brain_tf.data.synthetic.subject import make_subject
 from brain_tf.io import save_volume, write_text
 
@@ -56,6 +62,7 @@ def write_camcan(out: Path, n: int, seed: int, shape: Sequence[int],
         save_volume(s.mask.astype(np.uint8), out / f"masks/sub-{sid}_T1w_brain_mask.nii.gz",
                     s.affine)
         save_volume(s.tissue, out / f"segs_refs/sub-{sid}_T1w_seg.nii.gz", s.affine)
+        save_volume(s.labels, out / f"labels/sub-{sid}_labels.nii.gz", s.affine)
         rows.append({"subject_id": sid, "age": int(age), "gender_code": 1 if sex == "M" else 2,
                      "gender_text": "MALE" if sex == "M" else "FEMALE"})
         tick()
@@ -100,6 +107,8 @@ def write_ixi(out: Path, n: int, seed: int, shape: Sequence[int],
         save_volume(image, out / f"IXI-T1/{stem}.nii.gz", affine)
         mask, _ = reorient(s.mask.astype(np.uint8), s.affine, IXI_ORIENTATION)
         save_volume(mask, out / f"IXI-T1-masks/{stem}_mask.nii.gz", affine)
+        labels, _ = reorient(s.labels, s.affine, IXI_ORIENTATION)
+        save_volume(labels, out / f"IXI-labels/{stem}_labels.nii.gz", affine)
         rows.append(row)
         tick()
     save_csv(pd.DataFrame(rows), out / "IXI.csv")
@@ -120,6 +129,7 @@ def write_adni(out: Path, n: int, seed: int, shape: Sequence[int],
                          modalities=("T1",), scanner=scanner)
         save_volume(s.images["T1"], out / f"images/{sid}_T1.nii.gz", s.affine)
         save_volume(s.hippocampus, out / f"labels/{sid}_hippocampus.nii.gz", s.affine)
+        save_volume(s.labels, out / f"labels/{sid}_labels.nii.gz", s.affine)
         tick()
     return {}
 
@@ -150,4 +160,51 @@ def write_brats(out: Path, n: int, seed: int, shape: Sequence[int],
         "numTraining": n, "numTest": 0, "training": training, "test": [],
     }
     write_text(out / "dataset.json", json.dumps(info, indent=4) + "\n")
+    return {}
+
+
+#: Phantoms layout: the file of each modality (phantom modality -> file suffix).
+PHANTOM_IMAGES = {"T1": "T1w", "T2": "T2w", "PD": "PDw", "FLAIR": "FLAIR"}
+PHANTOM_SCANNER = {"scale": 1000.0, "noise": 0.025, "bias": 0.10}
+
+
+def phantoms_spec() -> dict:
+    """The data spec of the ``phantoms`` layout; its [labels] table is the fine label table."""
+    return {
+        "name": "phantoms",
+        "description": "full-head phantoms: T1w/T2w/PDw/FLAIR, fine labels of every "
+                       "structure, tissue segmentation, brain mask, age and sex",
+        "kind": "volume",
+        "root": ".",
+        "files": {
+            "images": {m: f"images/sub-{{subject}}_{m}.nii.gz" for m in PHANTOM_IMAGES.values()},
+            "label": "labels/sub-{subject}_labels.nii.gz",
+            "mask": "masks/sub-{subject}_brain_mask.nii.gz",
+        },
+        "labels": dict(LABELS),
+        "metadata": {"path": "participants.csv", "id": "subject_id", "age": "age", "sex": "sex"},
+    }
+
+
+def write_phantoms(out: Path, n: int, seed: int, shape: Sequence[int],
+                   spacing: Sequence[float], tick: Tick) -> dict:
+    """Full-head phantoms: images per modality, fine labels, tissue segmentation
+    (``segs/``, 0-3), brain mask and participants.csv (age 18-88, sex)."""
+    rng = cohort_rng(seed)
+    ages = rng.uniform(18, 88, n)
+    sexes = balanced_sexes(rng, n)
+    rows = []
+    for i, (age, sex) in enumerate(zip(ages, sexes)):
+        sid = f"{i + 1:04d}"
+        s = make_subject(subject_rng(seed, i), shape, spacing, age=float(age), sex=sex,
+                         modalities=tuple(PHANTOM_IMAGES), scanner=PHANTOM_SCANNER)
+        for modality, suffix in PHANTOM_IMAGES.items():
+            save_volume(s.images[modality], out / f"images/sub-{sid}_{suffix}.nii.gz", s.affine)
+        save_volume(s.labels, out / f"labels/sub-{sid}_labels.nii.gz", s.affine)
+        save_volume(s.tissue, out / f"segs/sub-{sid}_seg.nii.gz", s.affine)
+        save_volume(s.mask.astype(np.uint8), out / f"masks/sub-{sid}_brain_mask.nii.gz",
+                    s.affine)
+        rows.append({"subject_id": sid, "age": round(float(age), 1), "sex": sex})
+        tick()
+    save_csv(pd.DataFrame(rows), out / "participants.csv")
     return {}

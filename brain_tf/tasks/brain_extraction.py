@@ -21,8 +21,8 @@ DEFAULT = {
     "classes": {"source": "mask"},
     "preprocess": {"spacing": [2.0, 2.0, 2.0], "shape": [96, 112, 96], "order": 1,
                    "normalise": "zscore_nonzero", "mask": "none"},
-    "sampler": {"patch_size": [64, 64, 64], "mode": "rejection", "max_background": 0.9,
-                "max_tries": 50, "patches_per_subject": 2},
+    # uniform patches: the network must also learn to reject the face and neck
+    "sampler": {"patch_size": [64, 64, 64], "mode": "uniform", "patches_per_subject": 2},
     "augment": {"preset": "camcan"},
     "model": {"name": "unet3d", "filters": [16, 32, 64, 128], "second_conv_factor": 1,
               "norm": "instance", "output_activation": "softmax"},

@@ -191,6 +191,7 @@ def _write_outputs(kinds, indices, values, volume, grid, stem) -> list:
             array = (indices > 0).astype(np.uint8)
         else:  # the input image (every channel) inside the predicted brain
             image = grid.to_file(volume.array)
+            image = image[..., 0] if image.ndim == 4 and image.shape[-1] == 1 else image
             array = image * ((indices > 0)[..., None] if image.ndim == 4 else indices > 0)
         written.append(save_volume(array, f"{stem}_{kind}.nii.gz", affine=grid.affine,
                                    header=grid.header,

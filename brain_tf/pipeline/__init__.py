@@ -9,6 +9,7 @@ from brain_tf.pipeline.datasets import (
     slice_dataset,
     volume_dataset,
 )
+from brain_tf.pipeline.errors import pipeline_errors, release_pipelines
 from brain_tf.pipeline.presets import DEFAULTS_2D, DEFAULTS_3D, PRESETS, augment_config
 from brain_tf.pipeline.sampling import PatchSampler, SamplerStats, cut_patch
 from brain_tf.pipeline.sources import Source
@@ -16,5 +17,6 @@ from brain_tf.pipeline.sources import Source
 __all__ = [
     "Augment2D", "Augment3D", "DEFAULTS_2D", "DEFAULTS_3D", "PRESETS", "PatchSampler",
     "SamplerStats", "Source", "augment_config", "cut_patch", "imagenet_normalise",
-    "one_hot_labels", "patch_dataset", "slice_dataset", "volume_dataset",
+    "one_hot_labels", "patch_dataset", "pipeline_errors", "release_pipelines", "slice_dataset",
+    "volume_dataset",
 ]

@@ -97,6 +97,8 @@ def _read_errors(path: Path, what: str):
 
 
 def _read_image(path: Path) -> nib.spatialimages.SpatialImage:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); re-copy or re-export it")
     try:
         with _read_errors(path, "file"):
             img = nib.load(str(path))

@@ -321,8 +321,9 @@ def test_killed_shard_rewrite_leaves_the_old_set_readable(twin, tmp_path):
                 os._exit(9)  # killed in the second shard
             return encode(item, metadata)
         shards.encode_subject = dying
-        shards.write_shards({str(twin / "spec.toml")!r}, {str(out)!r}, {{"normalise": "zscore_nonzero"}},
-                            subjects_per_shard=2, progress=False)
+        shards.write_shards({str(twin / "spec.toml")!r}, {str(out)!r},
+                            {{"normalise": "zscore_nonzero"}}, subjects_per_shard=2,
+                            progress=False)
         """, tmp_path)
     assert killed.returncode == 9
     assert load_index(out) == before  # readers still see the complete old set

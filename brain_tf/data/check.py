@@ -43,7 +43,7 @@ import pandas as pd
 from brain_tf.errors import BrainTFError, DataError
 from brain_tf.io import load_image
 from brain_tf.io.atomic import write_text
-from brain_tf.io.nifti import _read_errors, _read_image
+from brain_tf.io.nifti import _check_exists, _read_errors, _read_image
 
 #: the affine tolerance of :func:`brain_tf.io.check_aligned` and preprocess_subject
 ATOL = 1e-3
@@ -179,6 +179,7 @@ def _label_problem(array: np.ndarray, allowed: Sequence[int] | None) -> str | No
 
 
 def _check_volume(path: Path, role: str, allowed, nonfinite: str) -> tuple[dict, list[str]]:
+    _check_exists(path)
     img = _read_image(path)
     ndim = len(img.shape)
     if role == "image" and ndim == 5 and img.shape[3] == 1:
@@ -265,6 +266,82 @@ def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and pd.isna(value))
 
 
+Results = dict[tuple[str, str], tuple[dict | None, list[str]]]
+
+
+def _read_files(wanted, check_file, label_values, nonfinite: str, cache_path: Path | None,
+                threads: int | None) -> tuple[Results, int]:
+    """``{(path, role): (facts or None, problems)}`` for every file, and how many were
+    known to have passed already (not read)."""
+    stored = _load_cache(cache_path)
+    results: Results = {}
+    todo, passed, cached = [], {}, 0
+    for path, role in wanted:
+        key = _key(Path(path), role, label_values, nonfinite)
+        with _MEMORY_LOCK:
+            known = _MEMORY.get(key) if key else None
+        known = known or (stored.get(key) if key else None)
+        if known is not None:
+            results[(path, role)] = (known, [])
+            cached += 1
+        else:
+            todo.append((path, role, key))
+
+    def run(job):
+        path, role, key = job
+        try:
+            facts, problems = check_file(Path(path), role, label_values, nonfinite)
+        except BrainTFError as exc:
+            return job, None, [_message(path, exc)]
+        return job, facts, problems
+
+    workers = max(1, min(threads or min(8, os.cpu_count() or 1), len(todo) or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for (path, role, key), facts, problems in pool.map(run, todo):
+            results[(path, role)] = (facts, problems)
+            if not problems and facts and key:
+                passed[key] = facts
+    with _MEMORY_LOCK:
+        _MEMORY.update(passed)
+    if cache_path is not None and passed:
+        _save_cache(cache_path, stored, passed)
+    return results, cached
+
+
+def _row_problems(rows: pd.DataFrame, image_columns: list[str], results: Results
+                  ) -> list[Problem]:
+    """The files' own problems, then each row's grids, then channel counts across rows."""
+    problems: list[Problem] = []
+    channels: dict[str, int] = {}
+    for _, row in rows.iterrows():
+        sample, subject = str(row["sample"]), str(row.get("subject", row["sample"]))
+        files = _row_files(row, image_columns)
+        for path, role in files:
+            problems += [Problem(sample, subject, path, m) for m in results[(path, role)][1]]
+        images = [(p, results[(p, r)][0]) for p, r in files if r == "image"]
+        if not images or any(f is None for _, f in images):
+            continue
+        first_path, first = images[0]
+        for path, role in files[1:]:
+            facts = results[(path, role)][0]
+            problem = None if facts is None else _aligned(
+                "modality" if role == "image" else role, facts, first, first_path)
+            if problem:
+                problems.append(Problem(sample, subject, path, problem))
+        channels[sample] = sum(f["channels"] for _, f in images)
+    if channels:
+        usual = Counter(channels.values()).most_common(1)[0][0]
+        for _, row in rows.iterrows():
+            sample = str(row["sample"])
+            if channels.get(sample, usual) != usual:
+                problems.append(Problem(sample, str(row.get("subject", sample)),
+                                        str(row[image_columns[0]]),
+                                        f"{channels[sample]} image channels where the other "
+                                        f"samples have {usual}; give every sample the same "
+                                        "modalities"))
+    return problems
+
+
 def check_manifest(
     manifest: pd.DataFrame,
     spec=None,
@@ -304,68 +381,9 @@ def check_manifest(
     image_columns = [c for c in manifest.columns if str(c).startswith("image_")]
     rows = manifest.reset_index(drop=True)
     wanted = sorted({f for _, row in rows.iterrows() for f in _row_files(row, image_columns)})
-    cache_path = Path(cache) if cache is not None else None
-    stored = _load_cache(cache_path)
-    results: dict[tuple[str, str], tuple[dict | None, list[str]]] = {}
-    todo, passed, cached = [], {}, 0
-    for path, role in wanted:
-        key = _key(Path(path), role, label_values, nonfinite)
-        with _MEMORY_LOCK:
-            known = _MEMORY.get(key) if key else None
-        known = known or (stored.get(key) if key else None)
-        if known is not None:
-            results[(path, role)] = (known, [])
-            cached += 1
-        else:
-            todo.append((path, role, key))
-
-    def run(job):
-        path, role, key = job
-        try:
-            facts, problems = check_file(Path(path), role, label_values, nonfinite)
-        except BrainTFError as exc:
-            return job, None, [_message(path, exc)]
-        return job, facts, problems
-
-    workers = max(1, min(threads or min(8, os.cpu_count() or 1), len(todo) or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        for (path, role, key), facts, problems in pool.map(run, todo):
-            results[(path, role)] = (facts, problems)
-            if not problems and facts and key:
-                passed[key] = facts
-    with _MEMORY_LOCK:
-        _MEMORY.update(passed)
-    if cache_path is not None and passed:
-        _save_cache(cache_path, stored, passed)
-
-    problems: list[Problem] = []
-    channels: dict[str, int] = {}
-    for _, row in rows.iterrows():
-        sample, subject = str(row["sample"]), str(row.get("subject", row["sample"]))
-        files = _row_files(row, image_columns)
-        for path, role in files:
-            problems += [Problem(sample, subject, path, m) for m in results[(path, role)][1]]
-        images = [(p, results[(p, r)][0]) for p, r in files if r == "image"]
-        if not images or any(f is None for _, f in images):
-            continue
-        first_path, first = images[0]
-        for path, role in files[1:]:
-            facts = results[(path, role)][0]
-            problem = None if facts is None else _aligned(
-                "modality" if role == "image" else role, facts, first, first_path)
-            if problem:
-                problems.append(Problem(sample, subject, path, problem))
-        channels[sample] = sum(f["channels"] for _, f in images)
-    if channels:
-        usual = Counter(channels.values()).most_common(1)[0][0]
-        for _, row in rows.iterrows():
-            sample = str(row["sample"])
-            if channels.get(sample, usual) != usual:
-                problems.append(Problem(sample, str(row.get("subject", sample)),
-                                        str(row[image_columns[0]]),
-                                        f"{channels[sample]} image channels where the other "
-                                        f"samples have {usual}; give every sample the same "
-                                        "modalities"))
+    results, cached = _read_files(wanted, check_file, label_values, nonfinite,
+                                  Path(cache) if cache is not None else None, threads)
+    problems = _row_problems(rows, image_columns, results)
     report = CheckReport(samples=len(rows), files=len(wanted), cached=cached,
                          seconds=time.perf_counter() - start, problems=problems)
     if problems and (on_error == "raise" or len(report.bad_samples) == len(rows)):

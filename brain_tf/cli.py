@@ -56,7 +56,15 @@ def _spec_args(p):
 def _manifest(args):
     from brain_tf.data import load_spec
 
-    manifest = load_spec(args.spec, root=args.root).manifest()
+    spec = load_spec(args.spec, root=args.root)
+    manifest = spec.manifest()
+    if args.check:
+        from brain_tf.data.check import check_manifest, default_cache_path
+
+        report = check_manifest(manifest, spec, cache=default_cache_path())
+        print(f"checked {report.files} files of {report.samples} samples in "
+              f"{report.seconds:.1f} s ({report.cached} unchanged since they passed): "
+              "no problems")
     if args.out:
         from brain_tf.io.tables import write_table
 
@@ -67,7 +75,14 @@ def _manifest(args):
         print(manifest.to_string(max_rows=40, max_colwidth=60))
 
 
-_manifest.add_arguments = lambda p: (_spec_args(p), p.add_argument("--out", help="CSV to write"))
+def _manifest_args(p):
+    _spec_args(p)
+    p.add_argument("--out", help="CSV to write")
+    p.add_argument("--check", action="store_true",
+                   help="also read every file whole: corrupt files, NaN voxels, grids, labels")
+
+
+_manifest.add_arguments = _manifest_args
 
 
 @command("split", "split a dataset by subject into train/val/test and write the split CSV")

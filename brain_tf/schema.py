@@ -136,6 +136,7 @@ class Data(Section):
     stratify: str | None = None       # manifest column whose balance the split keeps
     splits_csv: str | None = None     # reuse a split (sample, subject, split)
     shards: str | None = None         # read preprocessed subjects from `brain-tf shard` output
+    skip_bad: bool = False            # leave out (and list) subjects whose files fail the check
 
     def check(self, where):
         bad = set(self.fractions) - {"train", "val", "test"}

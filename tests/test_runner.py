@@ -187,3 +187,24 @@ def test_a_wheel_ships_the_data_specs(tmp_path):
     assert str(site) in subprocess.run(
         [sys.executable, "-c", "import brain_tf; print(brain_tf.__file__)"], capture_output=True,
         text=True, timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}).stdout
+
+
+def test_a_run_killed_while_saving_resumes_without_training_again(spec, tmp_path, monkeypatch):
+    from brain_tf.tasks.segmentation import Segmentation
+
+    task = TASKS["tumor-segmentation"]
+
+    def killed(self, run, model):
+        raise KeyboardInterrupt("killed while saving")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Segmentation, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            task.train(_config(spec), run_dir=str(tmp_path / "run"))
+    run = tmp_path / "run"
+    assert (run / "backup").exists() and not (run / "complete.json").exists()
+    history = (run / "history.csv").read_bytes()
+    done = task.train(_config(spec), run_dir=str(run))
+    assert (run / "history.csv").read_bytes() == history  # no epoch trained again
+    assert done.is_complete and (run / "model.keras").exists()
+    assert not (run / "backup").exists()

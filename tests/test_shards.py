@@ -1,6 +1,8 @@
 """TFRecord shards: the same subjects as from NIfTI, the index, checks and the CLI."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +35,11 @@ def test_index_lists_shards_subjects_and_config(sharded):
     index = json.loads((folder / "index.json").read_text())
     manifest = spec.manifest()
     assert index["num_subjects"] == 3
-    assert [s["file"] for s in index["shards"]] == ["shard-00000-of-00002.tfrecord.gz",
-                                                    "shard-00001-of-00002.tfrecord.gz"]
+    files = [Path(s["file"]) for s in index["shards"]]
+    assert [f.name for f in files] == ["shard-00000-of-00002.tfrecord.gz",
+                                       "shard-00001-of-00002.tfrecord.gz"]
+    assert files[0].parent == files[1].parent and files[0].parent.name.startswith("set-")
+    assert [s["bytes"] for s in index["shards"]] == [(folder / f).stat().st_size for f in files]
     assert [len(s["subjects"]) for s in index["shards"]] == [2, 1]
     assert all((folder / s["file"]).read_bytes()[:2] == b"\x1f\x8b" for s in index["shards"])
     assert index["preprocess"]["normalise"] == PRESET.preprocess.normalise
@@ -100,14 +105,12 @@ def test_decompressed_shards_are_cached_and_evicted(sharded, tmp_path):
     loader = ShardLoader(folder, cached_shards=1)
     first = loader(0).image
     loader(2)  # the second shard replaces the first in the cache
-    assert list(loader._records) == [folder / "shard-00001-of-00002.tfrecord.gz"]
+    assert list(loader._records) == [folder / loader.index["shards"][1]["file"]]
     np.testing.assert_array_equal(loader(0).image, first)  # read again from disk
     # a truncated shard is a clear error naming the file
     broken = tmp_path / "broken"
-    broken.mkdir()
-    for f in folder.iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
-    shard = broken / "shard-00000-of-00002.tfrecord.gz"
+    shutil.copytree(folder, broken)
+    shard = broken / loader.index["shards"][0]["file"]
     shard.write_bytes(shard.read_bytes()[:200])
     with pytest.raises(DataError, match="shard-00000-of-00002.*write the shards again"):
         ShardLoader(broken)(0)

@@ -64,7 +64,8 @@ def test_csv_round_trip_and_mismatch(tmp_path):
     pd.testing.assert_series_equal(again.set_index("sample")["split"].sort_index(),
                                    m.set_index("sample")["split"].sort_index())
     bigger = manifest(13)
-    with pytest.raises(SplitError, match=r"3 sample\(s\) of the dataset are not listed, e.g. \[.P012_0"):
+    with pytest.raises(SplitError,
+                       match=r"3 sample\(s\) of the dataset are not listed, of subject\(s\) P012;"):
         apply_splits(bigger, path)
 
 

@@ -2,12 +2,14 @@
 
 ``brain-tf shard`` (:func:`write_shards`) preprocesses every subject of a data
 spec once and writes it to GZIP-compressed TFRecord files, ``subjects_per_shard``
-subjects each, plus ``index.json``::
+subjects each, in a new shard set folder ``set-HOST-PID-XXXXXXXX/``, plus
+``index.json``::
 
     {"format": "brain_tf.shards/1", "compression": "GZIP",
      "preprocess": {...full preprocessing config...}, "config_hash": "...",
      "label_values": [...], "spec": "...",
-     "shards": [{"file": "shard-00000-of-00002.tfrecord.gz", "subjects": [...]}, ...],
+     "shards": [{"file": "set-.../shard-00000-of-00002.tfrecord.gz", "subjects": [...],
+                 "bytes": 123456, "sha256": "..."}, ...],
      "subjects": {"ID": {"shard": 0, "position": 0, "image_shape": [...],
                          "label": true, "mask": false, "metadata": {...}}, ...},
      "dtypes": {"image": "float32", "label": "uint8", "mask": "uint8"}}
@@ -15,8 +17,14 @@ subjects each, plus ``index.json``::
 Each record is a ``tf.train.Example`` with ``subject``, ``image`` (raw float32
 bytes) and ``image_shape``, optionally ``label``/``mask`` (raw uint8, on the
 image grid), ``affine`` (16) and ``spacing`` (3) as raw float64 bytes, and ``metadata``
-(JSON of the manifest's other columns, e.g. age and sex). Every shard and the
-index are written atomically; the index is written last.
+(JSON of the manifest's other columns, e.g. age and sex).
+
+Rewriting a shard folder never mixes two sets: the new set is written beside
+the old one, and writing ``index.json`` (atomically, last) switches readers
+over at once; then the old set is removed. A run killed before that leaves
+the old set readable and a new set nobody refers to, removed by the next run.
+Readers check every shard's size against the index, and :class:`ShardLoader`
+its SHA-256 too, so a shard changed or cut short since is an error.
 
 Two ways to read them:
 
@@ -31,9 +39,11 @@ Two ways to read them:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -43,13 +53,14 @@ import numpy as np
 import pandas as pd
 
 from brain_tf.errors import ConfigError, DataError
-from brain_tf.io.atomic import atomic_path, write_text
+from brain_tf.io.atomic import write_text, writer_gone, writer_tag
 from brain_tf.preprocess.aligned import as_aligned
 from brain_tf.preprocess.subject import Preprocessed, check_config, config_hash
 
 FORMAT = "brain_tf.shards/1"
 INDEX = "index.json"
 COMPRESSION = "GZIP"
+SET_PREFIX = "set-"
 _SKIP_COLUMNS = {"sample", "label", "mask", "split"}
 
 
@@ -134,8 +145,6 @@ def write_shards(spec, out, preprocess: Mapping[str, Any] | None = None, root=No
 
     Returns the index (also written to ``out/index.json``).
     """
-    import tensorflow as tf
-
     from brain_tf.data import load_spec
     from brain_tf.preprocess.loader import ManifestLoader
 
@@ -149,20 +158,45 @@ def write_shards(spec, out, preprocess: Mapping[str, Any] | None = None, root=No
     loader = ManifestLoader(manifest, config, label_values=label_values)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    count = len(loader)
-    num_shards = math.ceil(count / subjects_per_shard)
+    previous = _indexed_files(out)
+    _remove_unused_sets(out, previous)
     bar = None
     if progress:
         import keras
 
-        bar = keras.utils.Progbar(count, unit_name="subject")
+        bar = keras.utils.Progbar(len(loader), unit_name="subject")
+    set_name = f"{SET_PREFIX}{writer_tag()}"
+    (out / set_name).mkdir()
+    try:
+        shards, subjects = _write_set(out, set_name, loader, manifest, subjects_per_shard, bar)
+    except BaseException:
+        shutil.rmtree(out / set_name, ignore_errors=True)
+        raise
+    count = len(loader)
+    index = {"format": FORMAT, "compression": COMPRESSION, "preprocess": config,
+             "config_hash": config_hash(config, label_values),
+             "label_values": label_values, "spec": str(getattr(spec, "path", "")),
+             "source": source, "num_subjects": count, "shards": shards, "subjects": subjects,
+             "dtypes": {"image": "float32", "label": "uint8", "mask": "uint8"}}
+    write_text(out / INDEX, json.dumps(index, indent=1, default=str) + "\n")  # the switch
+    _remove_files(out, previous - {s["file"] for s in shards})
+    return index
+
+
+def _write_set(out: Path, set_name: str, loader, manifest: pd.DataFrame,
+               subjects_per_shard: int, bar) -> tuple[list, dict]:
+    """Write every subject into shard files in ``out/set_name``; the index entries."""
+    import tensorflow as tf
+
+    count = len(loader)
+    num_shards = math.ceil(count / subjects_per_shard)
     shards, subjects = [], {}
     options = tf.io.TFRecordOptions(compression_type=COMPRESSION)
     for s in range(num_shards):
-        name = f"shard-{s:05d}-of-{num_shards:05d}.tfrecord.gz"
+        name = f"{set_name}/shard-{s:05d}-of-{num_shards:05d}.tfrecord.gz"
         members = range(s * subjects_per_shard, min(count, (s + 1) * subjects_per_shard))
         ids = []
-        with atomic_path(out / name) as tmp, tf.io.TFRecordWriter(str(tmp), options) as writer:
+        with tf.io.TFRecordWriter(str(out / name), options) as writer:
             for position, i in enumerate(members):
                 item = loader(i)
                 metadata = row_metadata(manifest.iloc[i])
@@ -175,14 +209,38 @@ def write_shards(spec, out, preprocess: Mapping[str, Any] | None = None, root=No
                                  "metadata": metadata}
                 if bar is not None:
                     bar.add(1)
-        shards.append({"file": name, "subjects": ids})
-    index = {"format": FORMAT, "compression": COMPRESSION, "preprocess": config,
-             "config_hash": config_hash(config, label_values),
-             "label_values": label_values, "spec": str(getattr(spec, "path", "")),
-             "source": source, "num_subjects": count, "shards": shards, "subjects": subjects,
-             "dtypes": {"image": "float32", "label": "uint8", "mask": "uint8"}}
-    write_text(out / INDEX, json.dumps(index, indent=1, default=str) + "\n")
-    return index
+        data = (out / name).read_bytes()
+        shards.append({"file": name, "subjects": ids, "bytes": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()})
+    return shards, subjects
+
+
+def _indexed_files(folder: Path) -> set[str]:
+    """The shard files the folder's current index refers to (none without a readable one)."""
+    try:
+        return {s["file"] for s in json.loads((folder / INDEX).read_text())["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _remove_files(folder: Path, files: set[str]) -> None:
+    """Remove the shard files of a replaced set: its set folder (or, in folders written
+    before sets had folders, the shard files themselves)."""
+    for name in files:
+        path = folder / name
+        if path.parent.parent == folder and path.parent.name.startswith(SET_PREFIX):
+            shutil.rmtree(path.parent, ignore_errors=True)
+        elif path.parent == folder:
+            path.unlink(missing_ok=True)
+
+
+def _remove_unused_sets(folder: Path, used: set[str]) -> None:
+    """Remove the set folders no index refers to whose writer has ended (killed runs)."""
+    used_sets = {name.split("/", 1)[0] for name in used}
+    for entry in folder.iterdir():
+        if (entry.is_dir() and entry.name.startswith(SET_PREFIX) and entry.name not in used_sets
+                and writer_gone(entry.name[len(SET_PREFIX):])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ reading
@@ -199,7 +257,18 @@ def load_index(folder: str | os.PathLike) -> dict:
     if index.get("format") != FORMAT:
         raise DataError(f"{path}: format {index.get('format')!r} is not {FORMAT!r}; write the "
                         "shards again with this version of brain_tf")
+    for shard in index["shards"]:
+        _check_size(Path(folder) / shard["file"], shard.get("bytes"))
     return index
+
+
+def _check_size(path: Path, expected: int | None) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: shard file missing; write the shards again")
+    size = path.stat().st_size
+    if expected is not None and size != expected:
+        raise DataError(f"{path}: {size} bytes where {INDEX} says {expected}; the shard set is "
+                        "incomplete or was changed, write the shards again")
 
 
 def _records(path: Path):
@@ -283,11 +352,13 @@ class ShardLoader:
     def __call__(self, index: int) -> Preprocessed:
         sid = self.subject_id(index)
         entry = self.index["subjects"][sid]
-        path = self.folder / self.index["shards"][entry["shard"]]["file"]
-        if not path.exists():
-            raise DataError(f"{path}: shard file missing; write the shards again")
+        shard = self.index["shards"][entry["shard"]]
+        path = self.folder / shard["file"]
+        _check_size(path, shard.get("bytes"))
         try:
-            records = self._shard_records(path)
+            records = self._shard_records(path, shard.get("sha256"))
+        except DataError:
+            raise
         except Exception as exc:  # a truncated or corrupt GZIP stream
             raise DataError(f"{path}: cannot read the shard ({type(exc).__name__}: {exc}); "
                             "write the shards again") from None
@@ -298,12 +369,16 @@ class ShardLoader:
         raise DataError(f"{path}: subject {sid!r} is not where {INDEX} says; write the "
                         "shards again")
 
-    def _shard_records(self, path: Path) -> list[bytes]:
+    def _shard_records(self, path: Path, sha256: str | None = None) -> list[bytes]:
         with self._lock:
             if path in self._records:
                 self._records.move_to_end(path)
                 return self._records[path]
-        records = list(_records(path))  # read outside the lock: other shards stay readable
+        # read outside the lock: other shards stay readable
+        if sha256 is not None and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            raise DataError(f"{path}: contents differ from the checksum in {INDEX}; the shard "
+                            "was changed or damaged since it was written, write the shards again")
+        records = list(_records(path))
         with self._lock:
             self._records[path] = records
             while len(self._records) > self.cached_shards:

@@ -107,22 +107,38 @@ def split_subjects(
     return out
 
 
+def _listed(values, limit: int = 10) -> str:
+    values = list(values)
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(str(v) for v in values[:limit]) + more
+
+
 def check_no_leak(manifest: pd.DataFrame, group: str = "subject", split: str = "split") -> None:
-    """Raise :class:`SplitError` if any patient appears in more than one split."""
+    """Raise :class:`SplitError` unless every row has one split and no patient (``group``)
+    or sample is in more than one split or listed twice."""
     if split not in manifest.columns:
         raise SplitError(f"manifest has no {split!r} column")
     if manifest[split].isna().any():
-        rows = manifest.loc[manifest[split].isna(), group].unique().tolist()[:5]
-        raise SplitError(f"subjects {rows} have no split; every row needs one")
+        rows = manifest.loc[manifest[split].isna(), group].unique().tolist()
+        raise SplitError(f"{len(rows)} subject(s) have no split ({_listed(rows)}); every row "
+                         "needs one")
+    if "sample" in manifest.columns:
+        twice = manifest[manifest["sample"].duplicated(keep=False)]
+        if len(twice):
+            detail = [f"{sample} in {'+'.join(sorted(splits))}" if splits.nunique() > 1
+                      else f"{sample} {len(splits)} times in {splits.iloc[0]}"
+                      for sample, splits in twice.groupby("sample", sort=True)[split]]
+            raise SplitError(f"{len(detail)} sample(s) are listed more than once "
+                             f"({_listed(detail)}); list each sample once, in one split")
     per_subject = manifest.groupby(group)[split].nunique()
     leaked = per_subject[per_subject > 1]
     if len(leaked):
         detail = []
-        for subject in leaked.index[:10]:
+        for subject in leaked.index:
             names = sorted(manifest.loc[manifest[group] == subject, split].unique())
             detail.append(f"{subject} in {'+'.join(names)}")
         raise SplitError(
-            f"{len(leaked)} subject(s) appear in more than one split ({', '.join(detail)}); "
+            f"{len(leaked)} subject(s) appear in more than one split ({_listed(detail)}); "
             "split by subject so each patient's images stay together"
         )
 
@@ -137,9 +153,11 @@ def save_splits(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def apply_splits(manifest: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
-    """Read a splits CSV and attach its ``split`` column to ``manifest``.
+    """Read a splits CSV (``sample, [subject,] split``) and attach its ``split`` column.
 
-    Every manifest sample must be listed; subjects must match.
+    The file is checked as a split made here would be: each sample listed once,
+    no patient in two splits, every sample of the dataset listed, every sample
+    listed in the dataset, and the same patient as in the dataset.
     """
     path = Path(path)
     if not path.exists():
@@ -148,19 +166,34 @@ def apply_splits(manifest: pd.DataFrame, path: str | os.PathLike) -> pd.DataFram
     missing_cols = {"sample", "split"} - set(table.columns)
     if missing_cols:
         raise SplitError(f"{path}: needs columns sample and split (missing {sorted(missing_cols)})")
-    lookup = dict(zip(table["sample"], table["split"]))
-    absent = [s for s in manifest["sample"].astype(str) if s not in lookup]
-    if absent:
+    table = table.apply(lambda column: column.str.strip())
+    try:
+        check_no_leak(table, group="subject" if "subject" in table.columns else "sample")
+    except SplitError as exc:
+        raise SplitError(f"{path}: {exc}") from None
+    samples = manifest["sample"].astype(str)
+    unknown = sorted(set(table["sample"]) - set(samples))
+    if unknown:
+        raise SplitError(f"{path}: {len(unknown)} listed sample(s) are not in the dataset "
+                         f"({_listed(unknown)}); the splits file is for another dataset, or "
+                         "their files are gone")
+    absent = manifest.loc[~samples.isin(table["sample"])]
+    if len(absent):
+        subjects = absent["subject"].astype(str).unique()
         raise SplitError(f"{path}: {len(absent)} sample(s) of the dataset are not listed, "
-                         f"e.g. {absent[:5]}; make a new split or use the matching dataset")
+                         f"of subject(s) {_listed(subjects)}; make a new split (brain-tf split) "
+                         "or use the matching dataset")
+    lookup = dict(zip(table["sample"], table["split"]))
     out = manifest.copy()
-    out["split"] = out["sample"].astype(str).map(lookup)
+    out["split"] = samples.map(lookup)
     if "subject" in table.columns:
         subj = dict(zip(table["sample"], table["subject"]))
-        wrong = [s for s, g in zip(out["sample"].astype(str), out["subject"].astype(str))
-                 if subj.get(s) != g]
+        wrong = [s for s, g in zip(samples, out["subject"].astype(str)) if subj.get(s) != g]
         if wrong:
-            raise SplitError(f"{path}: samples {wrong[:5]} belong to a different subject "
+            raise SplitError(f"{path}: samples {_listed(wrong)} belong to a different subject "
                              "than in the dataset; the splits file is for another dataset")
-    check_no_leak(out)
+    try:
+        check_no_leak(out)
+    except SplitError as exc:
+        raise SplitError(f"{path}: {exc}") from None
     return out

@@ -9,6 +9,7 @@ so that outputs can be written back on it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -79,32 +80,68 @@ def _check_exists(path: Path) -> None:
         raise DataError(f"{path}: is a folder, expected a NIfTI file (.nii or .nii.gz)")
 
 
-def _read_image(path: Path) -> nib.spatialimages.SpatialImage:
+#: nibabel's errors for files it recognises but cannot parse (a bad header or layout)
+_HEADER_ERRORS = (nib.spatialimages.HeaderDataError, nib.spatialimages.ImageDataError,
+                  nib.parrec.PARRECError, nib.minc1.MincError)
+_DATA_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError)
+#: image types nibabel reads that hold no voxel grid, with what they are
+_NOT_VOLUMES = {"Cifti2Image": "a CIFTI-2 file (data on surface vertices and grayordinates)",
+                "GiftiImage": "a GIFTI surface file"}
+
+
+def _missing_data_file(path: Path, data_file: Path) -> DataError:
+    return DataError(f"{path}: the data file {data_file.name} is missing (looked for "
+                     f"{data_file}); copy it next to the header")
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path, what: str):
+    """Turn the exceptions of reading ``path`` into :class:`DataError`."""
     try:
-        return nib.load(str(path))
-    except nib.filebasedimages.ImageFileError as exc:
+        yield
+    except FileNotFoundError as exc:  # the path exists: a companion file is missing
+        raise _missing_data_file(path, Path(exc.filename or "")) from None
+    except _HEADER_ERRORS as exc:
         raise DataError(
-            f"{path}: not a NIfTI/Analyze image nibabel can read ({exc}); "
-            "check the file type and extension"
+            f"{path}: invalid header ({type(exc).__name__}: {exc}); re-export the file "
+            "(e.g. as NIfTI)"
         ) from None
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+    except _DATA_ERRORS as exc:
         raise DataError(
-            f"{path}: corrupt or truncated file ({type(exc).__name__}: {exc}); "
+            f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {exc}); "
             "re-copy or re-export it"
         ) from None
 
 
-def _read_data(img, path: Path, dtype) -> np.ndarray:
+def _read_image(path: Path) -> nib.spatialimages.SpatialImage:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); re-copy or re-export it")
     try:
+        with _read_errors(path, "file"):
+            img = nib.load(str(path))
+    except nib.filebasedimages.ImageFileError as exc:
+        hint = ("is a DICOM file: convert the series to NIfTI first (e.g. with dcm2niix)"
+                if path.suffix.lower() == ".dcm" else
+                f"not a NIfTI/Analyze image nibabel can read ({exc}); check the file type "
+                "and extension")
+        raise DataError(f"{path}: {hint}") from None
+    kind = _NOT_VOLUMES.get(type(img).__name__)
+    if kind is not None or not isinstance(img, nib.spatialimages.SpatialImage):
+        kind = kind or f"a {type(img).__name__} file"
+        raise DataError(f"{path}: is {kind}, not a volume; give a NIfTI volume (x, y, z[, c])")
+    holder = img.file_map.get("image")  # a header-only file (.hdr) names its data file
+    data_file = Path(holder.filename) if holder is not None and holder.filename else None
+    if data_file is not None and data_file != path and not data_file.exists():
+        raise _missing_data_file(path, data_file)
+    return img
+
+
+def _read_data(img, path: Path, dtype) -> np.ndarray:
+    with _read_errors(path, "image data"):
         if dtype is None:
             return np.asanyarray(img.dataobj)
         return np.asarray(img.get_fdata(dtype=np.float64) if np.dtype(dtype).kind == "f"
                           else np.asanyarray(img.dataobj)).astype(dtype, copy=False)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise DataError(
-            f"{path}: corrupt or truncated image data ({type(exc).__name__}: {exc}); "
-            "re-copy or re-export it"
-        ) from None
 
 
 def fix_nonfinite(array: np.ndarray, source: str, nonfinite: str = "raise") -> np.ndarray:
@@ -149,11 +186,12 @@ def load_volume(
     img = _read_image(path)
     stored, to_loaded = img, IDENTITY_ORNT
     if canonical:
-        try:
-            img = nib.as_closest_canonical(img)
-            to_loaded = nib.orientations.io_orientation(stored.affine).astype(int)
-        except (ValueError, AttributeError):
-            pass  # images whose affine has no orientation (e.g. all-zero) stay as stored
+        with _read_errors(path, "image data"):  # reorienting reads the data
+            try:
+                img = nib.as_closest_canonical(img)
+                to_loaded = nib.orientations.io_orientation(stored.affine).astype(int)
+            except (ValueError, AttributeError):
+                pass  # images whose affine has no orientation (e.g. all-zero) stay as stored
     array = _read_data(img, path, dtype)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)

@@ -11,7 +11,8 @@ _NAMES = {
     "patch_dataset": "datasets", "slice_dataset": "datasets", "volume_dataset": "datasets",
     "DEFAULTS_2D": "presets", "DEFAULTS_3D": "presets", "PRESETS": "presets",
     "augment_config": "presets", "PatchSampler": "sampling", "SamplerStats": "sampling",
-    "cut_patch": "sampling", "Source": "sources",
+    "cut_patch": "sampling", "Source": "sources", "pipeline_errors": "errors",
+    "release_pipelines": "errors",
 }
 
 __all__ = sorted(_NAMES)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from brain_tf.errors import DataError
+from brain_tf.pipeline.errors import remembered
 from brain_tf.preprocess.aligned import as_aligned
 from brain_tf.preprocess.subject import Preprocessed
 
@@ -144,7 +145,8 @@ class Source:
             return (image,)
 
         dtypes = (tf.float32, tf.uint8) if with_label else (tf.float32,)
-        out = tf.numpy_function(load, [index], dtypes, stateful=False)
+        # remembered: pipeline_errors() gives a brain_tf error raised here back as itself
+        out = tf.numpy_function(remembered(load), [index], dtypes, stateful=False)
         spatial = list(expected) if expected is not None else [None] * self.spatial_dims
         out[0].set_shape(spatial + [channels])
         if with_label:

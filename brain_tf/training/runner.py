@@ -73,11 +73,13 @@ class Family:
         raise NotImplementedError(f"{type(self).__name__} must say how it prepares training")
 
     def fit(self, ctx: Context, prepared: Prepared, run: RunFolder):
+        from brain_tf.pipeline.errors import pipeline_errors
         from brain_tf.training.fit import fit_stages
 
-        return fit_stages(prepared.model, prepared.train, prepared.val, ctx.config, run,
-                          prepared.steps_per_epoch, prepared.freeze_layer,
-                          metrics=prepared.metrics)
+        with pipeline_errors():  # an error found inside tf.data comes back as itself
+            return fit_stages(prepared.model, prepared.train, prepared.val, ctx.config, run,
+                              prepared.steps_per_epoch, prepared.freeze_layer,
+                              metrics=prepared.metrics)
 
     def save(self, run: RunFolder, model) -> None:
         run.save_model(model)
@@ -131,6 +133,22 @@ def load_manifest(config: RunConfig, root: str | None = None):
         return spec, apply_splits(manifest, data.splits_csv)
     return spec, split_subjects(manifest, data.fractions, seed=data.seed,
                                 stratify=data.stratify)
+
+
+def checked(manifest: pd.DataFrame, spec, skip_bad: bool = False) -> pd.DataFrame:
+    """The manifest after reading every file of every split once (readable to the last
+    byte, grids that agree, label values in the spec's set, no NaN): all problems at once
+    as one DataError, or with ``skip_bad`` the bad subjects left out and listed."""
+    from brain_tf.data.check import check_manifest, default_cache_path
+
+    report = check_manifest(manifest, spec, on_error="skip" if skip_bad else "raise",
+                            cache=default_cache_path())
+    print(f"checked {report.files} files of {manifest['subject'].nunique()} subjects in "
+          f"{report.seconds:.1f} s")
+    if report.ok:
+        return manifest
+    print(report.text(str(spec.path)))
+    return report.keep(manifest)
 
 
 def _run_folder(config: RunConfig, run_dir, force: bool) -> tuple[RunFolder, bool]:
@@ -187,6 +205,7 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
         get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
         seed_everything(config.data.seed, config.training.deterministic)
     spec, manifest = load_manifest(config)
+    manifest = checked(manifest, spec, config.data.skip_bad)
     ctx = Context(task, config, spec, manifest)
     for split in ("train", "val"):
         if len(ctx.rows(split)) == 0 and config.data.fractions.get(split, 0) > 0:

@@ -221,6 +221,9 @@ class Augment3D:
     def intensity(self, p, x, steps: Sequence[str] = INTENSITY_STEPS):
         """Apply the enabled intensity ``steps`` (names of :data:`INTENSITY_STEPS`, in the
         order given) with sampled parameters ``p``; each runs only where its coin came up."""
+        unknown = sorted(set(steps) - set(INTENSITY_STEPS))
+        if unknown:
+            raise ConfigError(f"unknown intensity steps {unknown}; choose from {INTENSITY_STEPS}")
         enabled = self._steps()
         for name in steps:
             if name in enabled:

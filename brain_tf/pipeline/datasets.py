@@ -82,14 +82,15 @@ def _make_augment3d(augment, spacing) -> Augment3D | None:
     return None if aug is None or aug.is_identity else aug
 
 
-def _make_generator(augment, spacing) -> SynthGenerator | None:
-    """The generator of a ``synth`` config (or the one given), else None."""
+def _patch_augmenters(augment, spacing) -> tuple[SynthGenerator | None, Augment3D | None]:
+    """(generator, augmentation) of a patch dataset: a ``synth`` config generates."""
     if isinstance(augment, SynthGenerator):
-        return augment
-    if augment is None:
-        return None
-    aug = augment if isinstance(augment, Augment3D) else Augment3D(augment, spacing=spacing)
-    return SynthGenerator(aug) if aug.config["synth"] else None
+        return augment, augment.augment
+    if augment is not None and not isinstance(augment, Augment3D):
+        augment = Augment3D(augment, spacing=spacing)
+    if augment is not None and augment.config["synth"]:
+        return SynthGenerator(augment), augment
+    return None, _make_augment3d(augment, spacing)
 
 
 def _pad_to_multiple(volume, multiple: int):
@@ -163,8 +164,7 @@ def patch_dataset(
     source = Source.wrap(subjects, length=length, spatial_dims=3)
     if not source.has_labels:
         raise DataError(f"{source.name(0)}: patch datasets need label maps")
-    gen = _make_generator(augment, spacing)
-    aug = gen.augment if gen is not None else _make_augment3d(augment, spacing)
+    gen, aug = _patch_augmenters(augment, spacing)
     patch = list(sampler.patch_shape)
     warps = aug is not None and aug.warps
     k = sampler.patches_per_subject

@@ -49,7 +49,7 @@ import tensorflow as tf
 from brain_tf.errors import ConfigError
 from brain_tf.pipeline import intensity as it
 from brain_tf.pipeline import spatial3d as sp
-from brain_tf.pipeline.augment3d import Augment3D
+from brain_tf.pipeline.augment3d import Augment3D, _range
 
 LABEL_VALUES = 256
 """Label maps are uint8: every value 0..255 has its own draw (the unused ones cost nothing)."""
@@ -60,12 +60,11 @@ _STREAMS = ("means", "stds", "texture", "background", "slice", "rician", "crop",
 _SYNTH_FOLD = 0x53594E  # folds the sample seed into the generator's own streams
 
 
-def _range(cfg, key: str, low: float = 0.0) -> tuple[float, float]:
-    v = np.asarray(cfg[key], dtype=np.float64).ravel()
-    if v.size != 2 or v[0] > v[1] or v[0] < low:
-        raise ConfigError(f"3D augmentation: {key} must be [low, high] with {low} <= low <= high, "
-                          f"got {cfg[key]!r}")
-    return float(v[0]), float(v[1])
+def _bounded_range(cfg, key: str, low: float) -> tuple[float, float]:
+    lo, hi = _range(cfg[key], key)
+    if lo < low:
+        raise ConfigError(f"3D augmentation: {key} must not go below {low}, got {cfg[key]!r}")
+    return lo, hi
 
 
 def _label_list(values, key: str) -> list[int]:
@@ -112,10 +111,10 @@ class SynthGenerator:
         self.augment = aug
         self.config = cfg
         self.spacing = aug.spacing
-        self.mean = _range(cfg, "synth_mean")
-        self.std = _range(cfg, "synth_std")
-        self.slice_mm = _range(cfg, "synth_slice_mm", low=1e-3)
-        self.percentiles = _range(cfg, "synth_percentiles")
+        self.mean = _bounded_range(cfg, "synth_mean", 0.0)
+        self.std = _bounded_range(cfg, "synth_std", 0.0)
+        self.slice_mm = _bounded_range(cfg, "synth_slice_mm", 1e-3)
+        self.percentiles = _bounded_range(cfg, "synth_percentiles", 0.0)
         if self.percentiles[1] > 100 or self.percentiles[0] >= self.percentiles[1]:
             raise ConfigError(f"3D augmentation: synth_percentiles must be [lower, upper] with "
                               f"0 <= lower < upper <= 100, got {cfg['synth_percentiles']!r}")
@@ -184,7 +183,7 @@ class SynthGenerator:
 
     # ------------------------------------------------------------- applying
     def labels(self, p, label, out_shape: Sequence[int] | None = None, centre=None):
-        """Step 1: the warped (or, without a warp, flipped) label patch, as uint8."""
+        """Step 1: the warped (or, without a warp, flipped) label patch."""
         label = tf.convert_to_tensor(label)
         aug = self.augment
         if aug.warps:

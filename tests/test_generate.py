@@ -193,6 +193,24 @@ def test_patch_dataset_generates_images_with_looked_up_targets():
     assert np.isfinite(x.numpy()).all() and x.numpy().min() >= 0 and x.numpy().max() <= 1
 
 
+def test_real_images_with_fine_labels_are_looked_up_for_the_sampler_and_the_target():
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(24, 24, 24)).astype(np.float32)
+    label = np.ones((24, 24, 24), np.uint8)  # fine label 1 (scalp, say) almost everywhere
+    label[3:6, 16:19, 10:13] = 4  # a small structure of class 1
+    sampler = PatchSampler((6, 6, 6), "foreground", patches_per_subject=4, foreground_p=1.0)
+    ds = patch_dataset([(image, label)], sampler, num_classes=2, label_lookup=[0, 0, 0, 0, 1],
+                       batch_size=4, shuffle=False)
+    x, y = next(iter(ds))
+    y = y.numpy()
+    assert (y[:, 3, 3, 3, 1] == 1).all()  # every patch is centred on the looked-up class 1
+    for xi, yi in zip(x.numpy()[..., 0], y):  # the image is read, not generated
+        corner = np.argwhere(np.isclose(image, xi[0, 0, 0]))[0]
+        box = tuple(slice(c, c + 6) for c in corner)
+        np.testing.assert_array_equal(xi, image[box])
+        np.testing.assert_array_equal(yi.argmax(-1), label[box] == 4)
+
+
 def test_same_seed_same_batch_other_seed_other_batch():
     def first(seed):
         # the compiled path is the one above; this one is traced without XLA (no compile)

@@ -1,4 +1,4 @@
-"""Images generated from label maps: drawn intensities, alignment, resolution, stripping, datasets."""
+"""Generated images: drawn intensities, alignment, resolution, stripping, datasets."""
 
 import numpy as np
 import pytest

@@ -39,8 +39,9 @@ from brain_tf.preprocess.aligned import as_aligned  # noqa: E402
 
 HEAD_MM = np.array([180.0, 216.0, 180.0])
 REGIONS = 26  # brain regions: labels 4..29
-# 0 background, 1 scalp, 2 skull, 3 extra-cerebral CSF -> 0/1 (CSF); regions -> 2 (GM) / 3 (WM)
-LOOKUP = [0, 0, 0, 1] + [2 if r % 2 else 3 for r in range(REGIONS)]
+# classes (in order) and their labels: background (0 background, 1 scalp, 2 skull), CSF (3
+# extra-cerebral CSF), GM and WM (the brain regions, alternately)
+LOOKUP = [[0, 1, 2], [3], list(range(5, 4 + REGIONS, 2)), list(range(4, 4 + REGIONS, 2))]
 ALL_ON = {"affine_p": 1.0, "elastic_p": 1.0, "blur_p": 1.0, "bias_p": 1.0, "noise_p": 1.0,
           "gamma_p": 1.0, "synth_slice_p": 1.0, "synth_rician_p": 1.0, "synth_crop_p": 1.0,
           "synth_strip_p": 1.0}

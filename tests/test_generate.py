@@ -174,7 +174,7 @@ def subjects(n=2):
 
 
 def test_patch_dataset_generates_images_with_looked_up_targets():
-    lookup = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2}
+    lookup = [[0], [1, 2], [3, 4]]  # class order, as the [classes] groups give them
     ds = patch_dataset(subjects(), PatchSampler((24, 24, 24)), num_classes=3, augment=PLAIN,
                        label_lookup=lookup, batch_size=2, shuffle=False)
     x, y = next(iter(ds))
@@ -199,7 +199,7 @@ def test_real_images_with_fine_labels_are_looked_up_for_the_sampler_and_the_targ
     label = np.ones((24, 24, 24), np.uint8)  # fine label 1 (scalp, say) almost everywhere
     label[3:6, 16:19, 10:13] = 4  # a small structure of class 1
     sampler = PatchSampler((6, 6, 6), "foreground", patches_per_subject=4, foreground_p=1.0)
-    ds = patch_dataset([(image, label)], sampler, num_classes=2, label_lookup=[0, 0, 0, 0, 1],
+    ds = patch_dataset([(image, label)], sampler, num_classes=2, label_lookup={0: 0, 1: 0, 4: 1},
                        batch_size=4, shuffle=False)
     x, y = next(iter(ds))
     y = y.numpy()
@@ -228,10 +228,14 @@ def test_same_seed_same_batch_other_seed_other_batch():
 def test_lookup_errors_name_the_subject_and_the_fix():
     with pytest.raises(tf.errors.OpError, match="values \\[3, 4\\] are not in label_lookup"):
         list(patch_dataset(subjects(1), PatchSampler((8, 8, 8)), num_classes=2,
-                           label_lookup=[0, 1, 1]))
+                           label_lookup=[0, [1, 2]]))
     with pytest.raises(ConfigError, match="num_classes"):
         patch_dataset(subjects(1), PatchSampler((8, 8, 8)), num_classes=2,
-                      label_lookup=[0, 1, 2, 2, 2])
+                      label_lookup={"0": 0, "1": 1, "2": 2, "3": 2, "4": 2})
+    with pytest.raises(ConfigError, match="each in one class"):
+        lookup_table([[0, 1], [1, 2]])
+    np.testing.assert_array_equal(lookup_table([[0, 7], [1, 2], 3])[[0, 1, 2, 3, 7, 8]],
+                                  [0, 1, 1, 2, 0, -1])
     with pytest.raises(ConfigError, match="patch_dataset"):
         volume_dataset([np.zeros((8, 8, 8), np.float32)], [1.0], augment="synth")
     assert Augment3D("synth").config["synth"]  # the generator's keys are 3D config keys

@@ -50,23 +50,29 @@ def _indexed_seeds(n: int, shuffle: bool, seed: int, repeat: bool):
     return tf.data.Dataset.zip((index, seeds))
 
 
-def lookup_table(label_lookup: Sequence[int] | Mapping[int, int]) -> np.ndarray:
+def lookup_table(label_lookup: Sequence[int | Sequence[int]] | Mapping[int, int]) -> np.ndarray:
     """(256,) int32 table: label value -> class index, -1 for values ``label_lookup`` lacks.
 
-    ``label_lookup`` is a sequence (item v is the class of label value v) or a
-    ``{value: class}`` mapping (keys may be strings of integers, as TOML writes them).
+    ``label_lookup`` lists the classes in order, each as the label value or the
+    list of values it takes (``[[0, 7], [1, 2], [3]]``: values 0 and 7 are class
+    0, ...; the form of :func:`brain_tf.preprocess.labels.values_to_indices`),
+    or is a ``{value: class}`` mapping (keys may be strings of integers, as TOML
+    writes them).
     """
-    items = label_lookup.items() if isinstance(label_lookup, Mapping) else enumerate(label_lookup)
-    table = np.full(LABEL_VALUES, -1, np.int32)
     try:
-        pairs = [(int(value), int(cls)) for value, cls in items]
+        if isinstance(label_lookup, Mapping):
+            pairs = [(int(value), int(cls)) for value, cls in label_lookup.items()]
+        else:
+            pairs = [(int(value), cls) for cls, values in enumerate(label_lookup)
+                     for value in np.atleast_1d(values).tolist()]
     except (TypeError, ValueError):
-        raise ConfigError(f"label_lookup must map label values to class indices, "
+        raise ConfigError(f"label_lookup must give the label values of each class, "
                           f"got {label_lookup!r}") from None
+    table = np.full(LABEL_VALUES, -1, np.int32)
     for value, cls in pairs:
-        if not 0 <= value < LABEL_VALUES or cls < 0:
-            raise ConfigError(f"label_lookup: label values must be within 0..255 and classes "
-                              f">= 0, got {value} -> {cls}")
+        if not 0 <= value < LABEL_VALUES or cls < 0 or table[value] >= 0:
+            raise ConfigError(f"label_lookup: label values must be within 0..255, each in one "
+                              f"class >= 0; got {value} -> {cls} in {label_lookup!r}")
         table[value] = cls
     return table
 
@@ -131,7 +137,7 @@ def patch_dataset(
     load_parallel_calls: int = 2,
     prefetch: int = 2,
     shape_bucket: int | None = None,
-    label_lookup: Sequence[int] | Mapping[int, int] | None = None,
+    label_lookup: Sequence[int | Sequence[int]] | Mapping[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Segmentation patches ``(x (b, px, py, pz, c), y (b, px, py, pz, K))``.
 
@@ -145,8 +151,9 @@ def patch_dataset(
             (one channel) is generated from its label map, and ``y`` is the
             generated image's label map.
         drop_background: leave out the class-0 channel of ``y`` (sigmoid outputs, system C).
-        label_lookup: label value -> class index (a sequence indexed by value
-            or a ``{value: class}`` dict), applied to the label maps before
+        label_lookup: label value -> class index (the label values of each class
+            in class order, or a ``{value: class}`` dict; see
+            :func:`lookup_table`), applied to the label maps before
             one-hot encoding and before the sampler reads them (its classes
             are the looked-up ones), e.g. fine anatomical labels to
             background/CSF/GM/WM. A label value it lacks raises

@@ -31,6 +31,8 @@ from brain_tf.pipeline.presets import augment_config
 
 _STREAMS = ("flip", "affine", "elastic", "bias", "blur", "gamma", "intensity", "ghosting",
             "motion", "noise")
+INTENSITY_STEPS = ("bias", "blur", "gamma", "intensity", "ghosting", "motion", "noise")
+"""The intensity transforms in the order :meth:`Augment3D.apply` runs them."""
 
 
 def _triple(value, key: str) -> np.ndarray:
@@ -179,7 +181,8 @@ class Augment3D:
         return p
 
     # ------------------------------------------------------------- applying
-    def _warp(self, p, image, label, out_shape, centre):
+    def _mapping(self, p, out_shape, centre):
+        """(matrix, offset, displacement or None) of the sampled warp around ``centre``."""
         spacing = np.asarray(self.spacing, np.float32)
         matrix = sp.affine_matrix(
             tf.where(p["affine"], p["angles"], 0.0),
@@ -190,32 +193,50 @@ class Augment3D:
         if self.enabled["elastic"]:
             disp = sp.elastic_displacement(p["elastic_mm"], out_shape, self.spacing)
             disp = disp * tf.cast(p["elastic"], tf.float32)
+        return matrix, offset, disp
+
+    def _warp(self, p, image, label, out_shape, centre):
+        matrix, offset, disp = self._mapping(p, out_shape, centre)
         return sp.warp3d(image, matrix, offset, out_shape, label, disp)
 
-    def _intensity(self, p, x):
-        def maybe(flag, fn, value):
-            return tf.cond(flag, lambda: fn(value), lambda: value)
-
+    def _steps(self) -> dict:
+        """Intensity step name -> fn(params, x), for the enabled steps, in the order applied."""
         spacing = np.asarray(self.spacing, np.float32)
-        if self.enabled["bias"]:
-            x = maybe(p["bias"], lambda v: it.apply_bias_field(v, p["bias_log"]), x)
-        if self.enabled["blur"]:
-            x = maybe(p["blur"], lambda v: it.gaussian_blur3d(v, p["blur_sigma_mm"] / spacing), x)
-        if self.enabled["gamma"]:
-            x = maybe(p["gamma_on"], lambda v: it.adjust_gamma(v, p["gamma"]), x)
-        if self.enabled["intensity"]:
-            x = maybe(p["intensity"],
-                      lambda v: it.brightness_contrast(v, p["contrast"], p["brightness"]), x)
-        if self.enabled["ghosting"]:
-            x = maybe(p["ghosting"], lambda v: tf.switch_case(p["ghost_axis"], [
+        steps = {
+            "bias": (lambda p, v: it.apply_bias_field(v, p["bias_log"]), "bias"),
+            "blur": (lambda p, v: it.gaussian_blur3d(v, p["blur_sigma_mm"] / spacing), "blur"),
+            "gamma": (lambda p, v: it.adjust_gamma(v, p["gamma"]), "gamma_on"),
+            "intensity": (lambda p, v: it.brightness_contrast(v, p["contrast"], p["brightness"]),
+                          "intensity"),
+            "ghosting": (lambda p, v: tf.switch_case(p["ghost_axis"], [
                 lambda a=a: it.ghosting(v, a, p["ghost_n"], p["ghost_intensity"])
-                for a in range(3)]), x)
-        if self.enabled["motion"]:
-            x = maybe(p["motion"], lambda v: tf.switch_case(p["motion_axis"], [
-                lambda a=a: it.motion(v, p["motion_mm"] / spacing, a) for a in range(3)]), x)
-        if self.enabled["noise"]:
-            x = maybe(p["noise"], lambda v: it.add_noise(v, p["noise_std"], p["noise_key"]), x)
+                for a in range(3)]), "ghosting"),
+            "motion": (lambda p, v: tf.switch_case(p["motion_axis"], [
+                lambda a=a: it.motion(v, p["motion_mm"] / spacing, a) for a in range(3)]),
+                "motion"),
+            "noise": (lambda p, v: it.add_noise(v, p["noise_std"], p["noise_key"]), "noise"),
+        }
+        return {name: step for name, step in steps.items() if self.enabled[name]}
+
+    def intensity(self, p, x, steps: Sequence[str] = INTENSITY_STEPS):
+        """Apply the enabled intensity ``steps`` (names of :data:`INTENSITY_STEPS`, in the
+        order given) with sampled parameters ``p``; each runs only where its coin came up."""
+        unknown = sorted(set(steps) - set(INTENSITY_STEPS))
+        if unknown:
+            raise ConfigError(f"unknown intensity steps {unknown}; choose from {INTENSITY_STEPS}")
+        enabled = self._steps()
+        for name in steps:
+            if name in enabled:
+                fn, flag = enabled[name]
+                x = tf.cond(p[flag], lambda v=x, f=fn: f(p, v), lambda v=x: v)
         return x
+
+    def warp_label(self, p, label, out_shape: Sequence[int], centre):
+        """The sampled warp of ``label`` (X, Y, Z) alone (nearest neighbour), as :meth:`apply`
+        moves it; needs :attr:`warps`."""
+        out_shape = [int(n) for n in out_shape]
+        matrix, offset, disp = self._mapping(p, out_shape, centre)
+        return sp.warp_label3d(label, matrix, offset, out_shape, disp)
 
     def apply(self, params: Mapping[str, tf.Tensor], image, label=None,
               out_shape: Sequence[int] | None = None, centre=None):
@@ -242,7 +263,7 @@ class Augment3D:
             if self.enabled["flip"]:
                 x = sp.flip3d(x, params["flips"])
                 lab = None if lab is None else sp.flip3d(lab, params["flips"])
-        return self._intensity(params, x), lab
+        return self.intensity(params, x), lab
 
     def __call__(self, image, label=None, seed=(0, 0), out_shape=None, centre=None):
         """Sample parameters from ``seed`` and apply them (XLA-compiled when ``jit``)."""

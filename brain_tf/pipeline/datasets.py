@@ -4,6 +4,8 @@
   loaded in parallel, each gives several patches (:class:`PatchSampler`); a
   patch is warped straight out of the subject (or cut when not augmented),
   one-hot encoded in the same compiled function, then shuffled and batched.
+  With a generating config (``synth``, :class:`SynthGenerator`) each patch's
+  image is generated from its label map instead of read.
 * :func:`volume_dataset` - whole volumes with a scalar or dict target
   (age regression, sex classification; systems A and B).
 * :func:`slice_dataset` - 2D slices with a mask, a class index or a dict of
@@ -24,6 +26,7 @@ import tensorflow as tf
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.pipeline.augment2d import Augment2D
 from brain_tf.pipeline.augment3d import Augment3D
+from brain_tf.pipeline.generate import LABEL_VALUES, SynthGenerator
 from brain_tf.pipeline.sampling import PatchSampler, cut_patch
 from brain_tf.pipeline.sources import Source
 
@@ -47,11 +50,53 @@ def _indexed_seeds(n: int, shuffle: bool, seed: int, repeat: bool):
     return tf.data.Dataset.zip((index, seeds))
 
 
+def lookup_table(label_lookup: Sequence[int | Sequence[int]] | Mapping[int, int]) -> np.ndarray:
+    """(256,) int32 table: label value -> class index, -1 for values ``label_lookup`` lacks.
+
+    ``label_lookup`` lists the classes in order, each as the label value or the
+    list of values it takes (``[[0, 7], [1, 2], [3]]``: values 0 and 7 are class
+    0, ...; the form of :func:`brain_tf.preprocess.labels.values_to_indices`),
+    or is a ``{value: class}`` mapping (keys may be strings of integers, as TOML
+    writes them).
+    """
+    try:
+        if isinstance(label_lookup, Mapping):
+            pairs = [(int(value), int(cls)) for value, cls in label_lookup.items()]
+        else:
+            pairs = [(int(value), cls) for cls, values in enumerate(label_lookup)
+                     for value in np.atleast_1d(values).tolist()]
+    except (TypeError, ValueError):
+        raise ConfigError(f"label_lookup must give the label values of each class, "
+                          f"got {label_lookup!r}") from None
+    table = np.full(LABEL_VALUES, -1, np.int32)
+    for value, cls in pairs:
+        if not 0 <= value < LABEL_VALUES or cls < 0 or table[value] >= 0:
+            raise ConfigError(f"label_lookup: label values must be within 0..255, each in one "
+                              f"class >= 0; got {value} -> {cls} in {label_lookup!r}")
+        table[value] = cls
+    return table
+
+
 def _make_augment3d(augment, spacing) -> Augment3D | None:
     if augment is None or isinstance(augment, Augment3D):
-        return None if augment is not None and augment.is_identity else augment
-    aug = Augment3D(augment, spacing=spacing)
-    return None if aug.is_identity else aug
+        aug = augment
+    else:
+        aug = Augment3D(augment, spacing=spacing)
+    if aug is not None and aug.config["synth"]:
+        raise ConfigError("an augmentation config with synth = true generates images from "
+                          "label maps; only patch_dataset does that")
+    return None if aug is None or aug.is_identity else aug
+
+
+def _patch_augmenters(augment, spacing) -> tuple[SynthGenerator | None, Augment3D | None]:
+    """(generator, augmentation) of a patch dataset: a ``synth`` config generates."""
+    if isinstance(augment, SynthGenerator):
+        return augment, augment.augment
+    if augment is not None and not isinstance(augment, Augment3D):
+        augment = Augment3D(augment, spacing=spacing)
+    if augment is not None and augment.config["synth"]:
+        return SynthGenerator(augment), augment
+    return None, _make_augment3d(augment, spacing)
 
 
 def _pad_to_multiple(volume, multiple: int):
@@ -78,7 +123,7 @@ def patch_dataset(
     subjects,
     sampler: PatchSampler,
     num_classes: int,
-    augment: str | Mapping[str, Any] | Augment3D | None = None,
+    augment: str | Mapping[str, Any] | Augment3D | SynthGenerator | None = None,
     drop_background: bool = False,
     batch_size: int = 2,
     shuffle: bool = True,
@@ -92,15 +137,28 @@ def patch_dataset(
     load_parallel_calls: int = 2,
     prefetch: int = 2,
     shape_bucket: int | None = None,
+    label_lookup: Sequence[int | Sequence[int]] | Mapping[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Segmentation patches ``(x (b, px, py, pz, c), y (b, px, py, pz, K))``.
 
     Args:
         subjects: list of subjects or a ``loader(i)`` (see :class:`Source`), with labels.
         sampler: where patches are cut; its ``stats`` count fallbacks.
-        num_classes: K, the number of classes in the label maps (with background).
-        augment: preset name, config dict or :class:`Augment3D` (None: no augmentation).
+        num_classes: K, the number of classes of ``y`` (with background).
+        augment: preset name, config dict, :class:`Augment3D` or :class:`SynthGenerator`
+            (None: no augmentation). A config with ``synth = true`` (the preset
+            ``"synth"``) ignores the subjects' images: each patch's image
+            (one channel) is generated from its label map, and ``y`` is the
+            generated image's label map.
         drop_background: leave out the class-0 channel of ``y`` (sigmoid outputs, system C).
+        label_lookup: label value -> class index (the label values of each class
+            in class order, or a ``{value: class}`` dict; see
+            :func:`lookup_table`), applied to the label maps before
+            one-hot encoding and before the sampler reads them (its classes
+            are the looked-up ones), e.g. fine anatomical labels to
+            background/CSF/GM/WM. A label value it lacks raises
+            :class:`DataError` naming the subject. None: label maps hold the
+            class indices already.
         shuffle: shuffle the subject order each epoch; ``shuffle_buffer`` patches are mixed.
         seed: makes the whole stream reproducible.
         spacing: voxel size in mm (for the augmentation's mm ranges).
@@ -113,37 +171,80 @@ def patch_dataset(
     source = Source.wrap(subjects, length=length, spatial_dims=3)
     if not source.has_labels:
         raise DataError(f"{source.name(0)}: patch datasets need label maps")
-    aug = _make_augment3d(augment, spacing)
+    gen, aug = _patch_augmenters(augment, spacing)
     patch = list(sampler.patch_shape)
     warps = aug is not None and aug.warps
     k = sampler.patches_per_subject
+    table = None
+    if label_lookup is not None:
+        table = lookup_table(label_lookup)
+        if table.max() >= num_classes:
+            raise ConfigError(f"label_lookup maps to class {table.max()} but num_classes is "
+                              f"{num_classes}")
+
+    def check_lookup(index, counts):
+        missing = np.flatnonzero((counts > 0) & (table < 0))
+        if missing.size:
+            raise DataError(f"{source.name(int(index))}: label values {missing.tolist()} are "
+                            f"not in label_lookup; give each a class index")
+        return np.int32(0)
+
+    def classes(label):
+        return tf.gather(tf.constant(table), tf.cast(label, tf.int32))
 
     def load(index, pair):
         image, label = source.tf_load(index, with_label=True)
-        corners = sampler.corners(label, pair)
+        sampled = label
+        if table is not None:
+            counts = tf.math.bincount(tf.cast(label, tf.int32), minlength=LABEL_VALUES,
+                                      maxlength=LABEL_VALUES)
+            checked = tf.numpy_function(check_lookup, [index, counts], tf.int32)
+            with tf.control_dependencies([checked]):
+                label = tf.identity(label)
+            if sampler.mode != "uniform":  # uniform corners read only the shape
+                sampled = tf.cast(classes(label), tf.uint8)
+        corners = sampler.corners(sampled, pair)
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(pair, 1), k)
         if warps and shape_bucket:
-            image = _pad_to_multiple(image, shape_bucket)
             label = _pad_to_multiple(label, shape_bucket)
-        return image, label, corners, seeds
+        if gen is not None:  # a generated patch needs only the label map
+            return (label,), corners, seeds
+        if warps and shape_bucket:
+            image = _pad_to_multiple(image, shape_bucket)
+        return (image, label), corners, seeds
 
-    def expand(image, label, corners, seeds):
-        shared = tf.data.Dataset.from_tensors((image, label)).repeat(k)
+    def expand(volumes, corners, seeds):
+        shared = tf.data.Dataset.from_tensors(volumes).repeat(k)
         return tf.data.Dataset.zip((shared, tf.data.Dataset.from_tensor_slices((corners, seeds))))
+
+    def target(y):
+        return one_hot_labels(y if table is None else classes(y), num_classes, drop_background)
 
     def transform(params, x, y, centre):
         if aug is not None:
             x, y = aug.apply(params, x, y, patch, centre)
-        return x, one_hot_labels(y, num_classes, drop_background)
+        return x, target(y)
 
-    # one compiled function per patch: warp (or cut), intensity and one-hot fused by XLA;
-    # a warp reads the whole subject, so XLA compiles once per distinct subject shape
-    compiled = tf.function(transform, jit_compile=bool(aug.config["jit"]) if aug else True)
+    def generate(params, y, centre):
+        x, y = gen.apply(params, y, patch, centre)
+        return x, target(y)
+
+    # one compiled function per patch: warp (or cut), intensity (or generation) and one-hot
+    # fused by XLA; a warp reads the whole subject, so XLA compiles once per subject shape
+    jit = bool(aug.config["jit"]) if aug else True
+    compiled = tf.function(generate if gen is not None else transform, jit_compile=jit)
     half = tf.constant([(n - 1) / 2.0 for n in patch], tf.float32)
 
-    def make_patch(shared, per_patch):
-        (image, label), (corner, pair) = shared, per_patch
+    def make_patch(volumes, per_patch):
+        corner, pair = per_patch
+        if gen is not None:
+            params = gen.sample(pair)
+            (label,) = volumes
+            if warps:
+                return compiled(params, label, tf.cast(corner, tf.float32) + half)
+            return compiled(params, cut_patch(label, corner, patch), half)
+        image, label = volumes
         params = aug.sample(pair) if aug is not None else {}
         if warps:
             return compiled(params, image, label, tf.cast(corner, tf.float32) + half)

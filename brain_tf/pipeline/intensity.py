@@ -91,13 +91,21 @@ def gaussian_matrix(n: int, sigma):
     return w / tf.reduce_sum(w, axis=1, keepdims=True)
 
 
+_AXIS_EINSUM = ("ai,ijkc->ajkc", "bj,ijkc->ibkc", "ck,ijkl->ijcl")
+
+
+def apply_along_axis(image, matrix, axis: int):
+    """``matrix`` (n, n) applied along spatial ``axis`` of a 3D image (x, y, z, c)."""
+    return tf.einsum(_AXIS_EINSUM[axis], matrix, image)
+
+
 def gaussian_blur3d(image, sigma_vox):
     """Separable Gaussian blur of (x, y, z, c) with per-axis sigma in voxels."""
     sigma_vox = tf.cast(sigma_vox, tf.float32)
-    nx, ny, nz = (int(n) for n in image.shape[:3])
-    out = tf.einsum("ai,ijkc->ajkc", gaussian_matrix(nx, sigma_vox[0]), image)
-    out = tf.einsum("bj,ijkc->ibkc", gaussian_matrix(ny, sigma_vox[1]), out)
-    return tf.einsum("ck,ijkl->ijcl", gaussian_matrix(nz, sigma_vox[2]), out)
+    for axis in range(3):
+        image = apply_along_axis(image, gaussian_matrix(int(image.shape[axis]), sigma_vox[axis]),
+                                 axis)
+    return image
 
 
 def _to_last(image, axis: int):
@@ -151,3 +159,105 @@ def motion(image, shifts_vox, axis: int):
         factor += ramp * tf.complex(select, 0.0)
     out = tf.math.real(tf.signal.ifft3d(spectrum * factor[None]))
     return tf.transpose(out, (1, 2, 3, 0))
+
+
+def add_rician_noise(image, std, key):
+    """Rician noise of a magnitude image: ``|image + std * (n1 + i n2)|``.
+
+    ``n1`` and ``n2`` are two independent :func:`hash_normal` fields drawn from
+    ``key``; where the image is 0 the result is Rayleigh-distributed (an MR
+    magnitude image's background).
+    """
+    std = tf.cast(std, tf.float32)
+    noise = hash_normal([2] + [int(n) for n in image.shape], key)
+    return tf.sqrt(tf.square(image + std * noise[0]) + tf.square(std * noise[1]))
+
+
+def slice_matrix(n: int, step, offset, sigma):
+    """(n, n) operator simulating thick slices along an axis of ``n`` voxels.
+
+    The signal is smoothed with the slice profile (a Gaussian of ``sigma``
+    voxels, :func:`gaussian_matrix`), sampled at slice positions ``offset +
+    j * step`` (voxels; linear interpolation between voxels), then linearly
+    interpolated back onto the voxels between the two nearest slices
+    (positions beyond the axis are clamped to its ends). ``step = 1``,
+    ``offset = 0`` and a negligible ``sigma`` give the identity.
+    """
+    step = tf.cast(step, tf.float32)
+    offset = tf.cast(offset, tf.float32)
+    voxels = tf.range(n, dtype=tf.float32)
+    u = (voxels - offset) / step
+    first = tf.floor(u)
+    w = (u - first)[:, None]
+    q0 = offset + first * step
+
+    def hat(q):  # linear interpolation weights at positions q: (n, n)
+        q = tf.clip_by_value(q, 0.0, float(n - 1))
+        return tf.nn.relu(1.0 - tf.abs(voxels[None, :] - q[:, None]))
+
+    resample = (1.0 - w) * hat(q0) + w * hat(q0 + step)
+    return resample @ gaussian_matrix(n, sigma)
+
+
+def thick_slices(image, axis: int, thickness_mm, spacing: Sequence[float], offset):
+    """Simulate slices ``thickness_mm`` thick along ``axis`` of a 3D image (x, y, z, c).
+
+    The slice profile is a Gaussian whose full width at half maximum is the
+    slice thickness, less the blur the image already has at its own voxel
+    size: sigma = sqrt(max(t^2 - s^2, 0)) / (2 sqrt(2 ln 2)) in mm, for voxel
+    size s along ``axis``. Slices are ``max(t, s)`` apart and the first sits
+    at ``offset`` (a fraction of that distance, in [0, 1)); see
+    :func:`slice_matrix`.
+    """
+    s = float(spacing[axis])
+    t = tf.cast(thickness_mm, tf.float32)
+    sigma = tf.sqrt(tf.maximum(t * t - s * s, 0.0)) / (2.0 * np.sqrt(2.0 * np.log(2.0)) * s)
+    step = tf.maximum(t, s) / s
+    matrix = slice_matrix(int(image.shape[axis]), step, tf.cast(offset, tf.float32) * step, sigma)
+    return apply_along_axis(image, matrix, axis)
+
+
+def rescale_percentiles(image, lower: float = 0.5, upper: float = 99.5,
+                        max_samples: int = 4096):
+    """Per channel: clip to the [lower, upper] percentiles, then rescale to [0, 1].
+
+    The TF counterpart of the ``percentile`` normalisation of
+    :mod:`brain_tf.preprocess.normalise` (a constant channel gives 0). The
+    percentiles are those of a regular subsample of at most about
+    ``max_samples`` voxels (every k-th voxel along each axis; numpy's linear
+    interpolation between order statistics), which keeps the sort small.
+    """
+    spatial = [int(n) for n in image.shape[:-1]]
+    channels = int(image.shape[-1])
+    stride = max(1, int(np.ceil((np.prod(spatial) / max_samples) ** (1.0 / len(spatial)))))
+    sub = image[tuple(slice(None, None, stride) for _ in spatial)]
+    values = tf.sort(tf.reshape(sub, (-1, channels)), axis=0)
+    m = int(values.shape[0])
+
+    def at(q):
+        pos = (m - 1) * q / 100.0
+        i = int(np.floor(pos))
+        j = min(i + 1, m - 1)
+        return values[i] + (values[j] - values[i]) * (pos - i)
+
+    lo, hi = at(lower), at(upper)
+    span = hi - lo
+    unit = (tf.clip_by_value(image, lo, hi) - lo) / tf.where(span > 0, span, 1.0)
+    return tf.where(span > 0, unit, 0.0)
+
+
+def zscore_nonzero(image):
+    """Per channel: (x - mean) / std over the voxels > 0; voxels that are 0 stay 0.
+
+    The TF counterpart of the ``zscore_nonzero`` normalisation of
+    :mod:`brain_tf.preprocess.normalise` (a channel without positive voxels,
+    or with std 0, gives 0).
+    """
+    spatial = list(range(len(image.shape) - 1))
+    positive = tf.cast(image > 0, tf.float32)
+    count = tf.maximum(tf.reduce_sum(positive, axis=spatial), 1.0)
+    mean = tf.reduce_sum(image * positive, axis=spatial) / count
+    var = tf.reduce_sum(tf.square(image - mean) * positive, axis=spatial) / count
+    std = tf.sqrt(var)
+    out = (image - mean) / tf.where(std > 0, std, 1.0)
+    return tf.where((image == 0) | (std <= 0), 0.0, out)

@@ -50,6 +50,23 @@ DEFAULTS_3D: dict[str, Any] = {
     "noise_std": [0.0, 0.0],  # in the normalised image's units
     "noise_p": 0.5,
     "jit": True,  # compile the per-sample transform with XLA (much faster on CPU)
+    # images generated from label maps (brain_tf.pipeline.generate); the keys above
+    # then warp the label map and act on the generated image
+    "synth": False,  # generate each patch from its label map instead of reading the image
+    "synth_mean": [0.0, 1.0],  # range of each label's mean intensity (one draw per label)
+    "synth_std": [0.0, 0.1],  # range of each label's spread (std of its voxels)
+    "synth_groups": [],  # lists of label values that share one draw, e.g. [[3, 4]]
+    "synth_dark_background_p": 0.0,  # label 0 is black (mean and spread 0), else drawn
+    "synth_slice_mm": [1.0, 6.0],  # thickness range of simulated thick slices
+    "synth_slice_axes": [0, 1, 2],  # axes the slices may be stacked along (one per sample)
+    "synth_slice_p": 0.0,
+    "synth_rician_p": 0.0,  # probability that the noise (noise_*) is Rician, not Gaussian
+    "synth_crop_fraction": 0.2,  # max fraction of an axis zeroed at each end (field of view)
+    "synth_crop_p": 0.0,
+    "synth_strip_labels": [],  # head labels (skull, scalp, ...) removed by skull stripping
+    "synth_strip_p": 0.0,  # they become background in image (0) and target
+    "synth_normalise": "percentile",  # percentile, zscore_nonzero or none (as preprocess does)
+    "synth_percentiles": [0.5, 99.5],  # for percentile: clip, then rescale to [0, 1]
 }
 
 DEFAULTS_2D: dict[str, Any] = {
@@ -82,6 +99,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "translation_mm": [10.0, 10.0, 10.0]},
     # A: Cam-CAN tissue/age; the coursework had none, this is the IXI-like default.
     "camcan": {"dims": 3, "rotation_deg": [5.0, 5.0, 5.0], "translation_mm": [7.0, 7.0, 7.0]},
+    # Domain randomisation (SynthSeg-like): a random image per patch from its label map,
+    # with random per-label contrast, warp, partial volume, bias, thick slices, noise, gamma
+    # and field of view. Label maps with left/right labels: no flips.
+    "synth": {"dims": 3, "synth": True, "rotation_deg": [15.0, 15.0, 15.0],
+              "scale": [0.85, 1.15], "elastic_points": 5, "elastic_mm": 4.0, "elastic_p": 0.8,
+              "blur_sigma_mm": [0.3, 1.0], "blur_p": 1.0, "bias_coefficient": 0.5,
+              "bias_p": 0.8, "noise_std": [0.0, 0.05], "noise_p": 0.8, "gamma": [0.6, 1.6],
+              "gamma_p": 0.8, "synth_dark_background_p": 0.8, "synth_slice_p": 0.5,
+              "synth_rician_p": 0.5, "synth_crop_p": 0.2},
     # D: LGG slices (fastai-style: flip, rotate 10, zoom 1.1, warp 0.2, lighting 0.2).
     "lgg": {"dims": 2, "flip_horizontal": 0.5, "rotation_deg": 10.0, "zoom": [1.0, 1.1],
             "perspective": 0.2, "affine_p": 0.75, "fill_mode": "reflect",

@@ -76,6 +76,29 @@ def source_positions(matrix, offset, out_shape: Sequence[int], displacement=None
     return coords
 
 
+def _clipped_positions(size, matrix, offset, out_shape, displacement):
+    """Source positions clipped into the source, and where they lie inside it (half a voxel)."""
+    fx_max, fy_max, fz_max = (tf.cast(size[i] - 1, tf.float32) for i in range(3))
+    cx, cy, cz = source_positions(tf.cast(matrix, tf.float32), tf.cast(offset, tf.float32),
+                                  out_shape, displacement)
+    inside = ((cx > -0.5) & (cx < fx_max + 0.5) & (cy > -0.5) & (cy < fy_max + 0.5)
+              & (cz > -0.5) & (cz < fz_max + 0.5))
+    cx = tf.clip_by_value(cx, 0.0, fx_max)
+    cy = tf.clip_by_value(cy, 0.0, fy_max)
+    cz = tf.clip_by_value(cz, 0.0, fz_max)
+    return cx, cy, cz, inside
+
+
+def _nearest(label, size, cx, cy, cz, inside):
+    """``label`` read at the nearest voxel of clipped positions; 0 outside."""
+    ny, nz = size[1], size[2]
+    index = (tf.cast(tf.floor(cx + 0.5), tf.int32) * (ny * nz)
+             + tf.cast(tf.floor(cy + 0.5), tf.int32) * nz
+             + tf.cast(tf.floor(cz + 0.5), tf.int32))
+    out = tf.gather(tf.reshape(label, (-1,)), index)
+    return tf.where(inside, out, tf.zeros_like(out))
+
+
 def warp3d(image, matrix, offset, out_shape: Sequence[int], label=None, displacement=None):
     """Resample ``image`` (X, Y, Z, C) and optionally ``label`` (X, Y, Z) onto ``out_shape``.
 
@@ -90,14 +113,7 @@ def warp3d(image, matrix, offset, out_shape: Sequence[int], label=None, displace
     nx, ny, nz = size[0], size[1], size[2]
     fx_max, fy_max, fz_max = (tf.cast(n - 1, tf.float32) for n in (nx, ny, nz))
     channels = int(image.shape[-1])
-    matrix = tf.cast(matrix, tf.float32)
-    offset = tf.cast(offset, tf.float32)
-    cx, cy, cz = source_positions(matrix, offset, out_shape, displacement)
-    inside = ((cx > -0.5) & (cx < fx_max + 0.5) & (cy > -0.5) & (cy < fy_max + 0.5)
-              & (cz > -0.5) & (cz < fz_max + 0.5))
-    cx = tf.clip_by_value(cx, 0.0, fx_max)
-    cy = tf.clip_by_value(cy, 0.0, fy_max)
-    cz = tf.clip_by_value(cz, 0.0, fz_max)
+    cx, cy, cz, inside = _clipped_positions(size, matrix, offset, out_shape, displacement)
     # lower corner, kept one below the last index so the upper corner is valid
     x0 = tf.minimum(tf.floor(cx), tf.maximum(fx_max - 1.0, 0.0))
     y0 = tf.minimum(tf.floor(cy), tf.maximum(fy_max - 1.0, 0.0))
@@ -119,14 +135,16 @@ def warp3d(image, matrix, offset, out_shape: Sequence[int], label=None, displace
     c0 = gy * c00 + fy * c01
     c1 = gy * c10 + fy * c11
     warped = (gx * c0 + fx * c1) * tf.cast(inside, tf.float32)[..., None]
-    warped_label = None
-    if label is not None:
-        index = (tf.cast(tf.floor(cx + 0.5), tf.int32) * (ny * nz)
-                 + tf.cast(tf.floor(cy + 0.5), tf.int32) * nz
-                 + tf.cast(tf.floor(cz + 0.5), tf.int32))
-        warped_label = tf.gather(tf.reshape(label, (-1,)), index)
-        warped_label = tf.where(inside, warped_label, tf.zeros_like(warped_label))
+    warped_label = None if label is None else _nearest(label, size, cx, cy, cz, inside)
     return warped, warped_label
+
+
+def warp_label3d(label, matrix, offset, out_shape: Sequence[int], displacement=None):
+    """Nearest-neighbour resampling of ``label`` (X, Y, Z) alone, as :func:`warp3d` does it."""
+    out_shape = [int(n) for n in out_shape]
+    size = tf.shape(label, out_type=tf.int32)
+    return _nearest(label, size, *_clipped_positions(size, matrix, offset, out_shape,
+                                                     displacement))
 
 
 def bspline_matrix(n_out: int, n_control: int) -> np.ndarray:

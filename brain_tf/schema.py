@@ -131,6 +131,7 @@ class Data(Section):
     NAME = "data"
     spec: str = ""                    # data spec TOML (a shipped name or a path)
     root: str | None = None           # dataset folder, overrides the spec's root
+    images: list | None = None        # only these of the spec's image entries, in this order
     seed: int = 0                     # split, sampling, augmentation and initialisation seed
     fractions: dict = field(default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15})
     stratify: str | None = None       # manifest column whose balance the split keeps

@@ -40,13 +40,16 @@ def one_hot_labels(label, num_classes: int, drop_background: bool = False):
 
 
 def _indexed_seeds(n: int, shuffle: bool, seed: int, repeat: bool):
-    """(index, seed pair) elements: a seeded (re)shuffle of 0..n-1 with a seed per element."""
+    """(index, seed pair) elements: a seeded (re)shuffle of 0..n-1 with a seed per element.
+
+    A shuffled stream draws new seeds on every pass; an unshuffled one (validation) the
+    same seeds every pass, so its samples are the same each epoch."""
     index = tf.data.Dataset.range(n)
     if shuffle:
         index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         index = index.repeat()
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=shuffle).batch(2)
     return tf.data.Dataset.zip((index, seeds))
 
 

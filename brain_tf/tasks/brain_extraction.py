@@ -12,9 +12,16 @@ light affine augmentation; whole scans predicted in overlapping windows, keeping
 largest connected component.
 
 ``small``: 4 mm / 48x56x48, a 12-filter U-Net, 32^3 patches: minutes on two CPU cores.
+
+``synth`` is the contrast-agnostic model (the shipped ``pretrained:brain``): trained only on
+images generated from the phantoms' fine label maps (``brain-tf synth phantoms``) with
+random intensities, resolution, bias, noise and deformation, full heads and (sometimes)
+skull-stripped ones; 2 mm on the scan's own field of view, one channel of any contrast.
+The target is the intracranial mask (everything inside the dura, CSF included).
 """
 
 from brain_tf.tasks.base import Task, register
+from brain_tf.tasks.tissue import PHANTOM_HEAD
 
 DEFAULT = {
     "data": {"spec": "camcan", "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
@@ -48,8 +55,22 @@ SMALL = {
     "inference": {"patch_size": [32, 32, 32], "batch_size": 4},
 }
 
+SYNTH = {
+    "data": {"spec": "data/phantoms/spec.toml", "images": ["T1w"],
+             "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
+    "classes": {"source": "label", "groups": {"background": [0, *PHANTOM_HEAD],
+                                              "brain": list(range(8, 28))}},
+    "preprocess": {"spacing": [2.0, 2.0, 2.0], "shape": None, "normalise": "percentile"},
+    "sampler": {"patch_size": [80, 80, 80]},
+    "augment": {"preset": "synth", "synth_strip_labels": PHANTOM_HEAD, "synth_strip_p": 0.3},
+    "model": {"filters": [12, 24, 48, 96]},
+    "training": {"epochs": 40, "steps_per_epoch": 40, "batch_size": 1, "patience": 40,
+                 "val_patches": 2},
+    "inference": {"patch_size": [80, 80, 80]},
+}
+
 TASK = register(Task(
     name="brain-extraction",
     description="brain mask and skull-stripped image from a full-head T1, 3D U-Net",
-    family_name="segmentation", presets={"default": DEFAULT, "small": SMALL},
+    family_name="segmentation", presets={"default": DEFAULT, "small": SMALL, "synth": SYNTH},
 ))

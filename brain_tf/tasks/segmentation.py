@@ -22,6 +22,7 @@ from brain_tf.inference.segment import Segmenter
 from brain_tf.io import load_modalities, load_volume, read_shape, save_volume
 from brain_tf.io.tables import input_name
 from brain_tf.pipeline.datasets import patch_dataset
+from brain_tf.pipeline.presets import augment_config
 from brain_tf.pipeline.sampling import PatchSampler
 from brain_tf.preprocess.inverse import restrict_to_mask
 from brain_tf.preprocess.labels import indices_to_values
@@ -77,34 +78,44 @@ class Segmentation(Family):
                 "channels": list(ctx.spec.channel_names),
                 "input": model_input(ctx.config, ctx.spec.channel_names)}
 
-    def _loader(self, ctx, rows):
+    def _loader(self, ctx, rows, raw_labels: bool = False):
+        """Preprocessed subjects of ``rows``; their labels as classes or, with
+        ``raw_labels``, as stored (for images generated from fine label maps)."""
         if ctx.config.classes.source == "mask":
             if "mask" not in rows:
                 raise ConfigError(f"{ctx.spec.path}: [classes] source = \"mask\" needs brain "
                                   "masks; the spec has no [files] mask pattern")
             rows = rows.assign(label=rows["mask"]).drop(columns=["mask"])
-        return subject_loader(rows, ctx.config, ctx.learned["label_sources"])
+        return subject_loader(rows, ctx.config,
+                              None if raw_labels else ctx.learned["label_sources"])
 
     def prepare(self, ctx):
+        """Patch datasets and the model. With a generating augmentation (``[augment]
+        synth = true``) every training and validation patch is an image generated from the
+        subject's label map (validation with fixed seeds), whose values map to the classes
+        through ``learned["label_sources"]``; the model then takes one channel."""
         cfg, tr = ctx.config, ctx.config.training
+        generate = augment_config(cfg.augment)[1]["synth"]
         sampler = cfg.sampler.to_dict()
         patch = tuple(sampler.pop("patch_size"))
         train_rows = ctx.rows("train")
-        loader = self._loader(ctx, train_rows)
+        loader = self._loader(ctx, train_rows, raw_labels=generate)
         first = loader(0)
         common = dict(num_classes=len(ctx.learned["labels"]), drop_background=_sigmoid(cfg),
-                      batch_size=tr.batch_size, spacing=first.spacing)
+                      batch_size=tr.batch_size, spacing=first.spacing,
+                      label_lookup=ctx.learned["label_sources"] if generate else None)
         train = patch_dataset(loader, PatchSampler(patch, **sampler), augment=cfg.augment,
                               seed=cfg.data.seed, repeat=True, **common)
-        val = patch_dataset(self._loader(ctx, ctx.rows("val")),
+        val = patch_dataset(self._loader(ctx, ctx.rows("val"), raw_labels=generate),
                             PatchSampler(patch, **{**sampler, "patches_per_subject":
                                                    tr.val_patches}),
-                            augment=None, shuffle=False, seed=cfg.data.seed + 1, **common)
+                            augment=cfg.augment if generate else None, shuffle=False,
+                            seed=cfg.data.seed + 1, **common)
         steps = tr.steps_per_epoch or -(-len(train_rows) * cfg.sampler.patches_per_subject
                                         // tr.batch_size)
         outputs = common["num_classes"] - 1 if _sigmoid(cfg) else common["num_classes"]
-        model = compiled_model(cfg, patch + (first.image.shape[-1],), outputs,
-                               total_steps=steps * tr.epochs)
+        channels = 1 if generate else first.image.shape[-1]
+        model = compiled_model(cfg, patch + (channels,), outputs, total_steps=steps * tr.epochs)
         return Prepared(model, train, val.cache(), steps)
 
     def score(self, ctx, model, rows, run):

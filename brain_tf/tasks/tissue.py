@@ -19,6 +19,13 @@ epochs, light augmentation; whole volumes predicted with overlapping 32^3 window
 
 Predicting needs the brain mask the model was trained with: one per input (``--mask``);
 without it a mask is computed from the image (``preprocess.mask = "auto"``).
+
+``synth`` is the contrast-agnostic model (the shipped ``pretrained:tissue``): trained only
+on images generated from the phantoms' fine label maps (``brain-tf synth phantoms``) with
+random per-structure intensities, resolution, bias, noise, deformation and skull
+removal (``[augment] preset = "synth"``), at 1.5 mm on the scan's own field of view, one
+input channel of any contrast, percentile-normalised; skull on or off. Its fine labels
+are grouped into background / CSF / GM / WM (``PHANTOM_TISSUE``).
 """
 
 from brain_tf.tasks.base import Task, register
@@ -56,9 +63,35 @@ SMALL = {
     "inference": {"patch_size": [32, 32, 32], "overlap": 0.25, "batch_size": 4},
 }
 
+#: The phantoms' fine labels (brain_tf.data.synthetic.labels) grouped into the tissue
+#: classes as its TISSUE lookup does (a test checks that they agree); values 1-7 are the
+#: head outside the brain (scalp, fat, skull, marrow, eyes, other head tissue, dura).
+PHANTOM_TISSUE = {"background": [0, 1, 2, 3, 4, 5, 6, 7], "csf": [8, 9, 10],
+                  "gm": [11, 14, 17, 18, 19, 20, 21, 22, 23],
+                  "wm": [12, 13, 15, 16, 24, 25, 26, 27]}
+PHANTOM_HEAD = [1, 2, 3, 4, 5, 6, 7]
+
+SYNTH = {
+    "data": {"spec": "data/phantoms/spec.toml", "images": ["T1w"],
+             "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
+    "classes": {"groups": PHANTOM_TISSUE},
+    "preprocess": {"spacing": [1.5, 1.5, 1.5], "shape": None, "order": 1,
+                   "normalise": "percentile", "mask": "none", "apply_mask": False},
+    "sampler": {"patch_size": [80, 80, 80], "mode": "rejection", "max_background": 0.7,
+                "max_tries": 20, "patches_per_subject": 2},
+    "augment": {"preset": "synth", "synth_strip_labels": PHANTOM_HEAD, "synth_strip_p": 0.5},
+    "model": {"depth": 4, "base_filters": 16, "pool_size": [2, 2, 2], "norm": "instance"},
+    "loss": {"class": "DiceCELoss", "include_background": False,
+             "output_activation": "softmax"},
+    "optimizer": {"learning_rate": 1e-3},
+    "training": {"epochs": 80, "steps_per_epoch": 30, "batch_size": 1, "patience": 80,
+                 "val_patches": 2},
+    "inference": {"patch_size": [80, 80, 80], "overlap": 0.25, "batch_size": 1},
+}
+
 TASK = register(Task(
     name="tissue-segmentation",
     description="CSF / grey / white matter segmentation, 3D ResUNet on T1 (Cam-CAN, system A)",
-    family_name="segmentation", presets={"default": DEFAULT, "small": SMALL},
+    family_name="segmentation", presets={"default": DEFAULT, "small": SMALL, "synth": SYNTH},
     takes_masks=True,
 ))

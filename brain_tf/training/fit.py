@@ -119,11 +119,17 @@ def fit(model, train_ds, val_ds, config: RunConfig, run: RunFolder, epochs: int,
         return distributed_fit(model, train_ds, val_ds, strategy, epochs=epochs,
                                steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                                verbose=verbose)
+    val_steps = int(val_ds.cardinality()) if val_ds is not None else -1
+    if val_steps > 0:
+        # one pass per epoch through a repeated dataset: Keras keeps its validation
+        # iterator across epochs, so a cache() in the pipeline fills once and is reused
+        val_ds = val_ds.repeat()
     with strategy.scope():
         # the tf.data pipelines shuffle themselves (Keras would only warn about it)
         return model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                         verbose=verbose, shuffle=False)
+                         verbose=verbose, shuffle=False,
+                         validation_steps=val_steps if val_steps > 0 else None)
 
 
 def fit_stages(model, train_ds, val_ds, config: RunConfig, run: RunFolder,

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from brain_tf.errors import DataError, ModelError
+from brain_tf.errors import ConfigError, DataError, ModelError
 from brain_tf.schema import RunConfig
 from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
 
@@ -129,6 +129,14 @@ def load_manifest(config: RunConfig, root: str | None = None):
     data = config.data
     spec = load_spec(data.spec, root=root or data.root)
     manifest = spec.manifest()
+    if data.images:
+        unknown = sorted(set(data.images) - set(spec.images))
+        if unknown or spec.channels:
+            raise ConfigError(f"{spec.path}: data.images {data.images} must name image entries "
+                              f"of the spec ({', '.join(spec.images)}), one file each")
+        spec = dataclasses.replace(spec, images={k: spec.images[k] for k in data.images})
+        others = [c for c in manifest.columns if not c.startswith("image_")]
+        manifest = manifest[others + [f"image_{k}" for k in data.images]]
     if data.splits_csv:
         return spec, apply_splits(manifest, data.splits_csv)
     return spec, split_subjects(manifest, data.fractions, seed=data.seed,

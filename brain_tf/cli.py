@@ -212,6 +212,29 @@ def _tissue_volumes_args(p):
 _tissue_volumes.add_arguments = _tissue_volumes_args
 
 
+@command("export", "write a finished run as a shipped model bundle (float16 weights)")
+def _export(args):
+    from pathlib import Path
+
+    from brain_tf.training.bundle import write_bundle
+    from brain_tf.training.run import RunFolder
+
+    run = RunFolder.open(args.run)
+    card = Path(args.card).read_text() if args.card else f"# {run.path.name}\n"
+    out = write_bundle(run, args.pretrained, run.load_model(), card)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"wrote {out} ({size:.1f} MB)")
+
+
+def _export_args(p):
+    p.add_argument("run", help="a finished run folder")
+    p.add_argument("--pretrained", required=True, help="bundle folder to write")
+    p.add_argument("--card", help="MODEL_CARD.md to put in the bundle")
+
+
+_export.add_arguments = _export_args
+
+
 @command("demo", "the quick start: synthetic BraTS data, train the tumour U-Net, evaluate, predict")
 def _demo(args):
     from brain_tf.demo import run_demo

@@ -162,6 +162,9 @@ class Preprocess(Section):
     normalise_options: dict = field(default_factory=dict)
     mask: str = "given"               # "given", "auto" (computed when missing) or "none"
     apply_mask: bool = False          # zero the image outside the brain mask
+    # at prediction, a needed brain mask that is not given comes from this brain-extraction
+    # model (a run folder or pretrained:NAME; "" to require one per input)
+    mask_model: str = "pretrained:brain"
     labels: list | None = None        # label values in class order (default: the spec's)
 
     def check(self, where):

@@ -82,7 +82,12 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
 
 def test_brain_extracted_model_needs_the_mask(trained, tmp_path, capsys):
     _, run, manifest = trained
-    code = main(["sex-classification", "predict", "--model", str(run.path),
+    no_model = tmp_path / "run"
+    shutil.copytree(run.path, no_model)
+    config = load_toml(no_model / "config.toml")
+    config["preprocess"]["mask_model"] = ""  # no brain-extraction model to fall back on
+    dump_toml(config, no_model / "config.toml")
+    code = main(["sex-classification", "predict", "--model", str(no_model),
                  manifest["image_T1"][0], "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -115,6 +115,7 @@ def test_predict_needs_a_mask_when_preprocessing_does(trained, tmp_path):
     shutil.copytree(run.path, given)
     config = load_toml(given / "config.toml")
     config["preprocess"]["mask"] = "given"
+    config["preprocess"]["mask_model"] = ""  # no brain-extraction model to fall back on
     dump_toml(config, given / "config.toml")
     task = TASKS["tissue-segmentation"]
     scan = sorted((root / "data" / "images").glob("*.nii.gz"))[0]

@@ -38,6 +38,10 @@ class Grid:
         """``array`` (x, y, z[, ...]) on the loaded grid, in the file's own voxel order."""
         return apply_orientation(np.asarray(array), ornt_transform(IDENTITY_ORNT, self.to_loaded))
 
+    def from_file(self, array: np.ndarray) -> np.ndarray:
+        """``array`` in the file's own voxel order, on the loaded (RAS+) grid."""
+        return apply_orientation(np.asarray(array), self.to_loaded)
+
     def matches(self, other: "Grid", atol: float = 1e-3) -> bool:
         """Same spatial shape and (within ``atol`` mm) the same affine."""
         return (tuple(self.shape) == tuple(other.shape)

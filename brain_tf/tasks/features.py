@@ -134,9 +134,9 @@ class Features(Family):
             joblib.dump(model, tmp)
 
     def load(self, run):
-        return self.load_predictor(run.path)
+        return self.load_predictor(None, run.path)
 
-    def load_predictor(self, path: Path):
+    def load_predictor(self, ctx, path: Path):
         import joblib
 
         path = path / REGRESSOR_FILE if path.is_dir() else path

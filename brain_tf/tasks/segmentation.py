@@ -11,6 +11,8 @@ shape, affine and voxel order whatever its orientation; a given brain mask restr
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -19,7 +21,7 @@ from brain_tf.evaluation import segmentation_metrics
 from brain_tf.evaluation.summaries import segmentation_lines, segmentation_summary
 from brain_tf.evaluation.volumes import predicted_and_reference, volume_errors
 from brain_tf.inference.segment import Segmenter
-from brain_tf.io import load_modalities, load_volume, read_shape, save_volume
+from brain_tf.io import Volume, load_modalities, load_volume, read_shape, save_volume
 from brain_tf.io.tables import input_name
 from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.presets import augment_config
@@ -166,30 +168,67 @@ class Segmentation(Family):
             if mask:
                 read_shape(mask)
             elif _needs_mask(ctx.config.preprocess):
-                raise ConfigError(f"{paths[0]}: this model's preprocessing needs a brain mask; "
-                                  "pass one per input with --mask")
+                check_mask_model(ctx.config.preprocess, paths[0])
             items.append((paths, mask))
         return items
 
+    def segment(self, ctx, model, volume, mask=None) -> np.ndarray:
+        """Class indices of a loaded scan on its own grid (a needed brain mask that is not
+        given comes from ``preprocess.mask_model``); a given mask restricts them."""
+        cfg = ctx.config
+        if mask is None and _needs_mask(cfg.preprocess):
+            mask = brain_mask(volume, cfg.preprocess.mask_model)
+        pre = preprocess_subject(volume, None, mask, cfg.preprocess.to_dict(),
+                                 subject=volume.path or "")
+        grid = volume.file_grid
+        indices = Segmenter.from_config(cfg, len(ctx.learned["labels"])).on_input_grid(
+            model, pre.image, pre.affine, grid)
+        return indices if mask is None else restrict_to_mask(indices, mask, grid)
+
     def predict(self, ctx, model, items, out, uncertainty):
-        cfg, labels = ctx.config, ctx.learned["labels"]
-        values = list(labels.values())
-        segment = Segmenter.from_config(cfg, len(labels))
+        values = list(ctx.learned["labels"].values())
         written = []
         for paths, mask_path in items:
             volume = load_modalities(paths)
             mask = load_volume(mask_path, ndim=3) if mask_path else None
-            pre = preprocess_subject(volume, None, mask, cfg.preprocess.to_dict(), values,
-                                     subject=paths[0])
-            grid = volume.file_grid
-            indices = segment.on_input_grid(model, pre.image, pre.affine, grid)
-            if mask is not None:
-                indices = restrict_to_mask(indices, mask, grid)
-            files = _write_outputs(cfg.inference.write, indices, values, volume, grid,
-                                   out / input_name(paths[0]))
+            indices = self.segment(ctx, model, volume, mask)
+            files = _write_outputs(ctx.config.inference.write, indices, values, volume,
+                                   volume.file_grid, out / input_name(paths[0]))
             print(f"{paths[0]} -> {', '.join(map(str, files))}")
             written += files
         return written
+
+
+def check_mask_model(pre, where: str) -> None:
+    """ConfigError unless ``pre.mask_model`` names a brain-extraction model that exists."""
+    from brain_tf.training.runner import model_run
+
+    if not pre.mask_model:
+        raise ConfigError(f"{where}: this model's preprocessing needs a brain mask; pass one "
+                          "per input (or set preprocess.mask_model to a brain-extraction model)")
+    model_run(pre.mask_model)
+
+
+@functools.lru_cache(maxsize=2)
+def _brain_model(name: str):
+    """``(context, model)`` of a brain-extraction model (a run folder or pretrained:NAME)."""
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import Context, model_run
+
+    task = TASKS["brain-extraction"]
+    run, path = model_run(name)
+    ctx = Context(task, task.load_config(run), learned=run.load_learned())
+    return ctx, FAMILY.load_predictor(ctx, path)
+
+
+def brain_mask(volume, model: str):
+    """The brain mask of a loaded scan from a brain-extraction model, as a volume on the
+    scan's grid (loaded, RAS+; ``source`` the scan's file grid)."""
+    ctx, net = _brain_model(str(model))
+    indices = FAMILY.segment(ctx, net, volume)
+    grid = volume.file_grid
+    return Volume(grid.from_file((indices > 0).astype(np.uint8)), volume.affine,
+                  path=f"brain mask of {volume.path} by {model}", source=grid)
 
 
 def _write_outputs(kinds, indices, values, volume, grid, stem) -> list:

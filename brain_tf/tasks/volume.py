@@ -23,6 +23,7 @@ from brain_tf.io.tables import input_name, write_predictions
 from brain_tf.pipeline import volume_dataset
 from brain_tf.preprocess.loader import subject_loader
 from brain_tf.preprocess.subject import preprocess_subject
+from brain_tf.tasks.segmentation import brain_mask, check_mask_model
 from brain_tf.training import plots
 from brain_tf.training.fit import compiled_model
 from brain_tf.training.runner import Family, Prepared
@@ -190,19 +191,20 @@ class Volume(Family):
             for path in paths:
                 read_shape(path)
             if len(paths) == channels and pre.apply_mask and pre.mask == "given":
-                raise DataError(f"{paths[0]}: this model was trained on brain-extracted "
-                                "images; give the brain mask too, as IMAGE,MASK")
+                check_mask_model(pre, f"{paths[0]} (a brain-extracted model: give IMAGE,MASK)")
             items.append(paths)
         return items
 
     def predict(self, ctx, model, items, out, uncertainty):
-        channels = len(ctx.learned["channels"])
+        channels, pre = len(ctx.learned["channels"]), ctx.config.preprocess
 
         def image_of(i):
             paths = items[i]
+            volume = load_modalities(paths[:channels])
             mask = load_volume(paths[channels], ndim=3) if len(paths) > channels else None
-            return preprocess_subject(load_modalities(paths[:channels]), None, mask,
-                                      ctx.config.preprocess.to_dict(), subject=paths[0]).image
+            if mask is None and pre.apply_mask and pre.mask == "given":
+                mask = brain_mask(volume, pre.mask_model)
+            return preprocess_subject(volume, None, mask, pre.to_dict(), subject=paths[0]).image
 
         result = self._outputs(ctx, model, image_of, len(items), uncertainty)
         table = self._table(ctx, [input_name(p[0]) for p in items], result)

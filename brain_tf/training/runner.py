@@ -92,10 +92,15 @@ class Family:
     def load(self, run: RunFolder):
         return run.load_model()
 
-    def load_predictor(self, path: Path):
-        """The model of a run folder, its ``saved_model/`` or a ``.keras`` file."""
+    def load_predictor(self, ctx: Context, path: Path):
+        """The model of a run folder, its ``saved_model/``, a ``.keras`` file or a shipped
+        bundle (rebuilt from its config, see :mod:`brain_tf.training.bundle`)."""
+        from brain_tf.training import bundle
+
         if path.suffix == ".keras":
             return load_keras_model(path)
+        if bundle.is_bundle(path):
+            return bundle.load_bundle(path, lambda: build_model_of(ctx))
         return SavedModelPredictor(path)
 
     def score(self, ctx: Context, model, rows: pd.DataFrame, run: RunFolder
@@ -108,6 +113,24 @@ class Family:
     def predict(self, ctx: Context, model, items: list, out: Path, uncertainty: bool
                 ) -> list[Path]:
         raise NotImplementedError(f"{type(self).__name__} must say how it predicts")
+
+
+def model_shape(model) -> dict:
+    """What rebuilds ``model`` from its config: input shape and outputs (per head)."""
+    out = model.output
+    outputs = ({k: int(v.shape[-1]) for k, v in out.items()} if isinstance(out, dict)
+               else int(out.shape[-1]))
+    return {"input_shape": [int(n) for n in model.input_shape[1:]], "num_outputs": outputs}
+
+
+def build_model_of(ctx: Context):
+    """A run's model rebuilt from its config and ``learned["model"]`` (untrained weights)."""
+    from brain_tf.models import build_model
+
+    options = dict(ctx.config.model)
+    shape = ctx.learned["model"]
+    return build_model(options.pop("name"), input_shape=tuple(shape["input_shape"]),
+                       num_outputs=shape["num_outputs"], **options)
 
 
 # ------------------------------------------------------------------------------ train
@@ -226,6 +249,8 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
               "again from scratch)")
         return run
     prepared = family.prepare(ctx)
+    if prepared.model is not None:
+        ctx.learned["model"] = model_shape(prepared.model)
     run.save_config(config.to_dict())
     run.save_learned(ctx.learned)
     run.save_splits(manifest)
@@ -277,10 +302,12 @@ def evaluate(task, run_path, model=None, root: str | None = None,
 def model_run(model_path) -> tuple[RunFolder, Path]:
     """The run folder of a model path (a run folder, its ``saved_model/``, or a model
     file inside it) and the model path itself; refuses an unfinished run."""
-    path = Path(model_path)
+    from brain_tf.training.bundle import resolve
+
+    path = resolve(model_path)
     if not path.exists():
-        raise ModelError(f"{path}: not found; pass a run folder written by "
-                         "'brain-tf TASK train' (or its saved_model/ or model.keras)")
+        raise ModelError(f"{path}: not found; pass a run folder written by 'brain-tf TASK "
+                         "train' (or its saved_model/ or model.keras), or pretrained:NAME")
     folder = path.parent if path.is_file() or path.name == "saved_model" else path
     run = RunFolder.open(folder)
     run.require_complete()
@@ -297,5 +324,5 @@ def predict(task, model_path, inputs, out, uncertainty: bool = False,
     if not inputs:
         raise DataError("no inputs to predict; give files (or folders of them)")
     items = family.inputs(ctx, list(inputs), masks, uncertainty)
-    model = family.load_predictor(path)
+    model = family.load_predictor(ctx, path)
     return family.predict(ctx, model, items, Path(out), uncertainty)

@@ -44,7 +44,10 @@ def test_generated_training_gives_a_one_channel_model_for_any_contrast(trained, 
     assert set(metrics["per_label"]) == {"csf", "gm", "wm"}
     for contrast in ("T2w", "FLAIR"):
         scan = sorted((root / "data" / "images").glob(f"*_{contrast}.nii.gz"))[0]
-        out = nib.load(str(TASKS["tissue-segmentation"].predict(run.path, [str(scan)],
-                                                                tmp_path / contrast)[0]))
+        mask = root / "data" / "masks" / scan.name.replace(f"_{contrast}", "_brain_mask")
+        out = nib.load(str(TASKS["tissue-segmentation"].predict(
+            run.path, [str(scan)], tmp_path / contrast, masks=[str(mask)])[0]))
         assert out.shape == nib.load(str(scan)).shape
-        assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1, 2, 3}
+        labels = np.asarray(out.dataobj)
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+        assert not labels[np.asarray(nib.load(str(mask)).dataobj) == 0].any()

@@ -112,14 +112,16 @@ def zscore_slice(image, mask=None, where: str = "image"):
 
 
 @register_normaliser("percentile")
-def percentile(image, mask=None, lower: float = 0.5, upper: float = 99.5, where: str = "image"):
-    """Clip each channel to its [lower, upper] percentiles, then rescale to [0, 1]."""
+def percentile(image, mask=None, lower: float = 0.5, upper: float = 99.5, within_mask=True,
+               where: str = "image"):
+    """Clip each channel to its [lower, upper] percentiles (of the voxels inside ``mask``,
+    or of all voxels without one or with ``within_mask=False``), then rescale to [0, 1]."""
     if not 0 <= lower < upper <= 100:
         raise ConfigError(f"percentile normalisation needs 0 <= lower < upper <= 100, "
                           f"got lower={lower}, upper={upper}")
     x = _float_channels(image)
     out = np.zeros_like(x)
-    m = None if mask is None else np.asarray(mask, bool)
+    m = None if mask is None or not within_mask else np.asarray(mask, bool)
     for c in range(x.shape[-1]):
         channel = x[..., c]
         values = channel[m] if m is not None and m.any() else channel

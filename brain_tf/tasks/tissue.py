@@ -22,10 +22,13 @@ without it a mask is computed from the image (``preprocess.mask = "auto"``).
 
 ``synth`` is the contrast-agnostic model (the shipped ``pretrained:tissue``): trained only
 on images generated from the phantoms' fine label maps (``brain-tf synth phantoms``) with
-random per-structure intensities, resolution, bias, noise, deformation and skull
-removal (``[augment] preset = "synth"``), at 1.5 mm on the scan's own field of view, one
-input channel of any contrast, percentile-normalised; skull on or off. Its fine labels
-are grouped into background / CSF / GM / WM (``PHANTOM_TISSUE``).
+random per-structure intensities, resolution, bias, noise and deformation
+(``[augment] preset = "synth"``), skull-stripped, at 1.5 mm on the scan's own field of
+view, one input channel of any contrast, percentile-normalised over the whole
+(masked) image as the generator normalises a patch. At prediction the brain mask is
+``--mask`` or comes from the brain-extraction model (``preprocess.mask_model``, the shipped
+``pretrained:brain``). Its fine labels are grouped into background / CSF / GM / WM
+(``PHANTOM_TISSUE``).
 """
 
 from brain_tf.tasks.base import Task, register
@@ -76,10 +79,11 @@ SYNTH = {
              "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
     "classes": {"groups": PHANTOM_TISSUE},
     "preprocess": {"spacing": [1.5, 1.5, 1.5], "shape": None, "order": 1,
-                   "normalise": "percentile", "mask": "none", "apply_mask": False},
+                   "normalise": "percentile", "normalise_options": {"within_mask": False},
+                   "mask": "given", "apply_mask": True},
     "sampler": {"patch_size": [80, 80, 80], "mode": "rejection", "max_background": 0.7,
                 "max_tries": 20, "patches_per_subject": 2},
-    "augment": {"preset": "synth", "synth_strip_labels": PHANTOM_HEAD, "synth_strip_p": 0.5},
+    "augment": {"preset": "synth", "synth_strip_labels": PHANTOM_HEAD, "synth_strip_p": 1.0},
     "model": {"depth": 4, "base_filters": 16, "pool_size": [2, 2, 2], "norm": "instance"},
     "loss": {"class": "DiceCELoss", "include_background": False,
              "output_activation": "softmax"},

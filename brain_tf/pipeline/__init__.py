@@ -8,6 +8,7 @@ import importlib
 
 _NAMES = {
     "Augment2D": "augment2d", "Augment3D": "augment3d", "one_hot_labels": "datasets",
+    "class_balanced_dataset": "balanced",
     "patch_dataset": "datasets", "slice_dataset": "datasets", "volume_dataset": "datasets",
     "DEFAULTS_2D": "presets", "DEFAULTS_3D": "presets", "PRESETS": "presets",
     "augment_config": "presets", "PatchSampler": "sampling", "SamplerStats": "sampling",

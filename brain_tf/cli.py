@@ -224,6 +224,8 @@ def _task(name: str):
 
 
 def _task_arguments(tp, task) -> None:
+    from brain_tf.tasks.base import SCHEMAS
+
     actions = tp.add_subparsers(dest="action", metavar="ACTION", required=True)
     train = actions.add_parser("train", help="train on a dataset and save a run folder")
     train.add_argument("--spec", help="data spec TOML or shipped spec name (default: the preset's)")
@@ -262,8 +264,21 @@ def _task_arguments(tp, task) -> None:
     if task.takes_masks:
         predict.add_argument("--mask", nargs="+", dest="masks", metavar="MASK",
                              help="brain mask NIfTI per input, in the same order")
-    predict.set_defaults(_fn=lambda a, t=task: t.predict(
-        a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None)))
+    if any("fewshot" in SCHEMAS[task.family_of(p)] for p in task.presets):
+        predict.add_argument("--support", metavar="DIR_OR_CSV",
+                             help="few-shot runs: labelled slices to label the inputs by, a "
+                                  "folder named like the dataset's files or a CSV of file,class")
+    predict.set_defaults(_fn=lambda a, t=task: _predict(t, a))
+
+
+def _predict(task, args):
+    if getattr(args, "support", None):
+        from brain_tf.tasks.siamese import predict_with_support
+
+        return predict_with_support(task, args.model, args.inputs, args.out, args.support,
+                                    uncertainty=args.uncertainty)
+    return task.predict(args.model, args.inputs, args.out, uncertainty=args.uncertainty,
+                        masks=getattr(args, "masks", None))
 
 
 def _train(task, args):

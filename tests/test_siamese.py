@@ -209,7 +209,7 @@ def test_a_held_out_sequence_is_told_apart_few_shot(trained):
                  "fewshot_draws.csv", "learning_curves.png", "complete.json"):
         assert (run / name).exists(), name
     _, ctx = open_run(TASK, run.path)
-    train_rows, _ = FAMILY._rows(ctx, "train", trained_only=True)
+    train_rows, _ = FAMILY.labelled(ctx, ctx.rows("train"), trained_only=True)
     assert len(train_rows) == 12 * 18 and "T2" not in set(train_rows["sequence"])
     metrics = run.load_json("metrics.json")
     assert metrics["held_out_classes"] == ["T2"] and metrics["baseline_accuracy"] == 0.25

@@ -177,10 +177,10 @@ class Siamese(Slices):
                 "test_subjects": sorted(splits.loc[splits["split"] == "test", "subject"]
                                         .astype(str).unique())}
 
-    def _rows(self, ctx, split: str, trained_only: bool) -> tuple[pd.DataFrame, np.ndarray]:
-        """A split's rows (without the held-out classes when ``trained_only``) and their
+    def labelled(self, ctx, rows: pd.DataFrame, trained_only: bool = False
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Manifest rows (without the held-out classes when ``trained_only``) and their
         class ids (positions in ``learned["classes"]``)."""
-        rows = ctx.rows(split)
         names = slice_classes(rows, ctx.learned["fields"], str(ctx.spec.path))
         classes = ctx.learned["classes"]
         unknown = sorted(set(names) - set(classes))
@@ -194,7 +194,7 @@ class Siamese(Slices):
 
     def prepare(self, ctx):
         cfg, tr, target = ctx.config, ctx.config.training, ctx.config.target
-        (train_rows, y_train), (val_rows, y_val) = (self._rows(ctx, s, True)
+        (train_rows, y_train), (val_rows, y_val) = (self.labelled(ctx, ctx.rows(s), True)
                                                     for s in ("train", "val"))
         per_batch = min(len(np.unique(y_train)), tr.batch_size // target.per_class)
         if per_batch < 2:
@@ -228,7 +228,7 @@ class Siamese(Slices):
 
     def score(self, ctx, model, rows, run):
         fewshot, classes = ctx.config.fewshot, ctx.learned["classes"]
-        rows, truth = self._rows(ctx, "test", trained_only=False)
+        rows, truth = self.labelled(ctx, rows)
         source = self._loader(ctx, rows, use_labels=False)
         embeddings = self.embed(ctx, model, lambda idx: np.stack([source(i) for i in idx]),
                                 len(rows))
@@ -306,6 +306,6 @@ def predict_with_support(task, model_path, inputs, out, support,
     if not inputs:
         raise DataError("no inputs to predict; give files (or folders of them)")
     ctx = Context(task, config, learned=run.load_learned())
-    items, labelled = expand_inputs(inputs), support_set(ctx.learned, support)
+    items, support_slices = expand_inputs(inputs), support_set(ctx.learned, support)
     model = FAMILY.load_predictor(path)
-    return [FAMILY.label(ctx, model, items, labelled, Path(out))]
+    return [FAMILY.label(ctx, model, items, support_slices, Path(out))]

@@ -262,6 +262,8 @@ def _task(name: str):
 
 
 def _task_arguments(tp, task) -> None:
+    from brain_tf.tasks.base import SCHEMAS
+
     actions = tp.add_subparsers(dest="action", metavar="ACTION", required=True)
     train = actions.add_parser("train", help="train on a dataset and save a run folder")
     train.add_argument("--spec", help="data spec TOML or shipped spec name (default: the preset's)")
@@ -300,8 +302,13 @@ def _task_arguments(tp, task) -> None:
     if task.takes_masks:
         predict.add_argument("--mask", nargs="+", dest="masks", metavar="MASK",
                              help="brain mask NIfTI per input, in the same order")
+    if any("fewshot" in SCHEMAS[task.family_of(p)] for p in task.presets):
+        predict.add_argument("--support", metavar="DIR_OR_CSV",
+                             help="few-shot runs: labelled slices to label the inputs by, a "
+                                  "folder named like the dataset's files or a CSV of file,class")
     predict.set_defaults(_fn=lambda a, t=task: t.predict(
-        a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None)))
+        a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None),
+        support=getattr(a, "support", None)))
 
 
 def _train(task, args):

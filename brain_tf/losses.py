@@ -1,4 +1,4 @@
-"""Segmentation losses (registered Keras objects, 2D or 3D, channels-last).
+"""Segmentation and metric-learning losses (registered Keras objects).
 
 ``y_true`` is a one-hot (or soft) float tensor with the shape of ``y_pred``,
 ``(batch, *spatial, channels)``; ``y_pred`` holds probabilities (the output
@@ -13,6 +13,19 @@ sigmoid heads (system C) have no background channel.
 - :class:`DiceCELoss`: ``dice_weight * Dice + ce_weight * CE`` (system B:
   ``DiceCELoss(class_weights=[0.1, 0.45, 0.45])`` with the defaults
   0.5/0.5 and Dice over the foreground classes).
+
+Metric-learning losses (system E's Siamese embedding) take ``y_true`` = class ids
+``(batch,)`` and ``y_pred`` = embeddings ``(batch, dim)``; they compare every pair of the
+batch, so a batch needs several samples of each class
+(:func:`brain_tf.pipeline.balanced.class_balanced_dataset`):
+
+- :class:`ContrastiveLoss`: pairs, ``d^2`` for a pair of one class and
+  ``max(0, margin - d)^2`` for a pair of two classes, averaged over the batch's pairs;
+- :class:`TripletSemiHardLoss`: triplets ``max(0, margin + d(a, p) - d(a, n))`` over the
+  batch's anchor-positive pairs, each with its semi-hard negative
+  (:func:`semi_hard_negatives`).
+
+Distances are Euclidean (``d``, not ``d^2``).
 """
 
 from __future__ import annotations
@@ -202,7 +215,110 @@ class DiceCELoss(keras.losses.Loss):
         return config
 
 
-LOSSES = {cls.__name__: cls for cls in (SoftDiceLoss, WeightedCrossEntropy, DiceCELoss)}
+def pairwise_distances(embeddings):
+    """Euclidean distances ``(batch, batch)`` between the rows of ``embeddings``; 0 on the
+    diagonal, and a zero gradient where two rows coincide."""
+    e = ops.cast(embeddings, "float32")
+    squared = ops.sum(ops.square(e), axis=1)
+    d2 = ops.maximum(squared[:, None] - 2.0 * ops.matmul(e, ops.transpose(e))
+                     + squared[None, :], 0.0)
+    off_diagonal = 1.0 - ops.eye(ops.shape(e)[0], dtype="float32")
+    return ops.sqrt(ops.maximum(d2, 1e-12)) * off_diagonal
+
+
+def _pair_masks(labels, n):
+    """``(same, different)`` float masks of the pairs of a batch (the diagonal in neither)."""
+    labels = ops.reshape(labels, (-1,))
+    equal = ops.cast(ops.equal(labels[:, None], labels[None, :]), "float32")
+    return equal * (1.0 - ops.eye(n, dtype="float32")), 1.0 - equal
+
+
+def semi_hard_negatives(distances, labels):
+    """For every anchor ``a`` and positive ``p`` (same class, ``p != a``), the index of
+    its semi-hard negative: of the samples of another class farther from ``a`` than ``p``
+    is, the closest; when no negative is farther, the farthest negative. ``-1`` where
+    ``(a, p)`` is no anchor-positive pair or ``a`` has no negative. Returns ``(batch, batch)``
+    int32 indices."""
+    d = ops.cast(distances, "float32")
+    n = ops.shape(d)[0]
+    same, different = _pair_masks(labels, n)
+    negative = ops.cast(different[:, None, :], "bool")                   # [a, ., n]
+    farther = ops.logical_and(negative, d[:, None, :] > d[:, :, None])   # [a, p, n]
+    beyond = ops.max(d) + 1.0
+    closest_farther = ops.argmin(ops.where(farther, d[:, None, :], beyond), axis=2)
+    farthest = ops.argmax(ops.where(ops.cast(different, "bool"), d, -1.0), axis=1)
+    chosen = ops.where(ops.any(farther, axis=2), closest_farther, farthest[:, None])
+    valid = ops.logical_and(ops.cast(same, "bool"), ops.any(negative, axis=2))
+    return ops.where(valid, ops.cast(chosen, "int32"), -1)
+
+
+def _broadcast_to_batch(value, y_pred):
+    return ops.broadcast_to(value, ops.shape(y_pred)[:1])
+
+
+@keras.saving.register_keras_serializable(package="brain_tf")
+class ContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss over every pair of a batch: ``d^2`` for two samples of one class,
+    ``max(0, margin - d)^2`` for two of different classes (``d`` the Euclidean distance
+    of their embeddings), averaged over the ``batch (batch - 1) / 2`` pairs. The batch's
+    loss is returned for every sample (the reduction then gives it back unchanged).
+
+    ``margin``: how far apart two classes are pushed (on L2-normalised embeddings,
+    distances lie in [0, 2]).
+    """
+
+    def __init__(self, margin: float = 1.0, name: str = "contrastive_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if margin <= 0:
+            raise ConfigError(f"ContrastiveLoss margin must be positive, got {margin}")
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        d = pairwise_distances(y_pred)
+        same, different = _pair_masks(y_true, ops.shape(d)[0])
+        per_pair = same * ops.square(d) + different * ops.square(ops.relu(self.margin - d))
+        pairs = ops.sum(same + different)
+        return _broadcast_to_batch(ops.sum(per_pair) / ops.maximum(pairs, 1.0), y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(margin=self.margin)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="brain_tf")
+class TripletSemiHardLoss(keras.losses.Loss):
+    """Triplet loss with semi-hard negatives mined inside the batch (FaceNet's rule):
+    ``max(0, margin + d(a, p) - d(a, n))`` for every anchor-positive pair ``(a, p)`` of
+    the batch, ``n`` its negative from :func:`semi_hard_negatives`, averaged over those
+    pairs (0 for a batch without any). The batch's loss is returned for every sample.
+    """
+
+    def __init__(self, margin: float = 0.2, name: str = "triplet_semi_hard_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if margin <= 0:
+            raise ConfigError(f"TripletSemiHardLoss margin must be positive, got {margin}")
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        d = pairwise_distances(y_pred)
+        negatives = semi_hard_negatives(ops.stop_gradient(d), y_true)
+        valid = ops.cast(negatives >= 0, "float32")
+        d_an = ops.take_along_axis(d, ops.maximum(negatives, 0), axis=1)
+        per_triplet = ops.relu(self.margin + d - d_an) * valid
+        loss = ops.sum(per_triplet) / ops.maximum(ops.sum(valid), 1.0)
+        return _broadcast_to_batch(loss, y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(margin=self.margin)
+        return config
+
+
+LOSSES = {cls.__name__: cls for cls in (SoftDiceLoss, WeightedCrossEntropy, DiceCELoss,
+                                        ContrastiveLoss, TripletSemiHardLoss)}
 
 
 def get(identifier, **config) -> keras.losses.Loss:

@@ -365,6 +365,47 @@ class SliceTarget(Section):
 
 
 @dataclass
+class EmbeddingTarget(Section):
+    """What a Siamese slice embedding learns to tell apart, and from which slices."""
+
+    NAME = "target"
+    label: str = "sequence"           # "perspective", "sequence" or "both" (e.g. AX_T2)
+    classes: dict = field(default_factory=dict)  # perspective/sequence -> names (the spec's)
+    held_out: list = field(default_factory=list)  # values left out of training, e.g. ["T2"]
+    embedding_dim: int = 64
+    per_class: int = 8                # slices of each class in a training batch
+
+    def check(self, where):
+        self.choice(where, "label", ("perspective", "sequence", "both"))
+        self.positive(where, "embedding_dim", "per_class")
+        if self.per_class < 2:
+            raise ConfigError(f"{where} per_class must be at least 2 (a batch needs pairs of "
+                              f"one class), not {self.per_class}")
+        if not all(isinstance(v, str) for v in self.held_out):
+            raise ConfigError(f"{where} held_out must list class names, not {self.held_out!r}")
+
+
+@dataclass
+class FewShot(Section):
+    """Few-shot evaluation of an embedding on the test patients (see
+    :mod:`brain_tf.evaluation.fewshot`)."""
+
+    NAME = "fewshot"
+    shots: list = field(default_factory=lambda: [1, 5])  # labelled slices per class
+    draws: int = 20                   # random support/query draws averaged
+    support_fraction: float = 0.5     # of the test patients, the support patients of a draw
+    classifier_run: str | None = None  # a slice-classification run to report beside
+
+    def check(self, where):
+        self.positive(where, "draws")
+        if not self.shots or any(not _type_ok(k, int) or k < 1 for k in self.shots):
+            raise ConfigError(f"{where} shots must list positive integers, not {self.shots!r}")
+        if not 0.0 < self.support_fraction < 1.0:
+            raise ConfigError(f"{where} support_fraction must be in (0, 1), not "
+                              f"{self.support_fraction}")
+
+
+@dataclass
 class Features(Section):
     """Age from tissue-volume features (system A)."""
 

@@ -10,7 +10,7 @@ def test_predict_passes_one_mask_per_input(monkeypatch, tmp_path):
     calls = []
     task = TASKS["tissue-segmentation"]
 
-    def fake_predict(model, inputs, out, uncertainty=False, masks=None):
+    def fake_predict(model, inputs, out, uncertainty=False, masks=None, support=None):
         calls.append(((model, inputs, out), {"uncertainty": uncertainty, "masks": masks}))
         return 0
 

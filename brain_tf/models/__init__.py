@@ -18,6 +18,7 @@ from brain_tf.models.resnet_classifier import resnet_classifier
 from brain_tf.models.resnet_encoder import resnet34_backbone, resnet50_backbone
 from brain_tf.models.resnext3d import resnext3d, resnext3d_50, resnext3d_small
 from brain_tf.models.resunet3d import resunet3d
+from brain_tf.models.siamese import siamese_embedding
 from brain_tf.models.unet import unet
 from brain_tf.models.unet2d_resnet import unet2d_resnet
 from brain_tf.models.unet3d import unet3d
@@ -31,8 +32,10 @@ BUILDERS = {
     "cnn3d": cnn3d,
     "resnet_classifier": resnet_classifier,
     "unet2d_resnet": unet2d_resnet,
+    "siamese_embedding": siamese_embedding,
 }
-"""Model name -> builder; every builder accepts ``input_shape`` and ``num_outputs``."""
+"""Model name -> builder; every builder accepts ``input_shape`` and ``num_outputs`` (the
+embedding's dimension for ``siamese_embedding``)."""
 
 
 def _options(builder) -> set[str] | None:
@@ -68,5 +71,6 @@ def build_model(name: str, **config) -> keras.Model:
 __all__ = [
     "BUILDERS", "MCDropout", "build_model", "cnn3d", "freeze_up_to", "last_conv_layer_name",
     "resnet34_backbone", "resnet50_backbone", "resnet_classifier", "resnext3d",
-    "resnext3d_50", "resnext3d_small", "resunet3d", "unet", "unet2d_resnet", "unet3d",
+    "resnext3d_50", "resnext3d_small", "resunet3d", "siamese_embedding", "unet", "unet2d_resnet",
+    "unet3d",
 ]

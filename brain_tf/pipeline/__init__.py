@@ -8,8 +8,9 @@ import importlib
 
 _NAMES = {
     "Augment2D": "augment2d", "Augment3D": "augment3d", "one_hot_labels": "datasets",
-    "lookup_table": "datasets", "patch_dataset": "datasets", "slice_dataset": "datasets",
-    "volume_dataset": "datasets", "SynthGenerator": "generate",
+    "class_balanced_dataset": "balanced", "lookup_table": "datasets",
+    "patch_dataset": "datasets", "slice_dataset": "datasets", "volume_dataset": "datasets",
+    "SynthGenerator": "generate",
     "DEFAULTS_2D": "presets", "DEFAULTS_3D": "presets", "PRESETS": "presets",
     "augment_config": "presets", "PatchSampler": "sampling", "SamplerStats": "sampling",
     "cut_patch": "sampling", "Source": "sources", "pipeline_errors": "errors",

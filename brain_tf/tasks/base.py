@@ -26,7 +26,7 @@ _COMMON = {"data": s.Data, "model": None, "loss": None, "metrics": None, "augmen
 #: Family name -> "module:object" in this package (see the module docstring).
 FAMILIES = {"segmentation": "segmentation:FAMILY", "volume": "volume:FAMILY",
             "features": "features:FAMILY", "lesion": "slices:LESION",
-            "slices": "slices:CLASSES"}
+            "slices": "slices:CLASSES", "siamese": "siamese:FAMILY"}
 
 #: The config sections each family reads: section name -> Section class, or None for a
 #: free-form section (:data:`brain_tf.schema.FREE`).
@@ -37,6 +37,8 @@ SCHEMAS = {
     "features": {"data": s.Data, "features": s.Features},
     "lesion": {**_COMMON, "preprocess": s.SlicePreprocess},
     "slices": {**_COMMON, "preprocess": s.SlicePreprocess, "target": s.SliceTarget},
+    "siamese": {**_COMMON, "preprocess": s.SlicePreprocess, "target": s.EmbeddingTarget,
+                "fewshot": s.FewShot},
 }
 
 
@@ -97,10 +99,10 @@ class Task:
 
         return runner.evaluate(self, run, root=root)
 
-    def predict(self, model, inputs, out, uncertainty: bool = False, masks=None):
+    def predict(self, model, inputs, out, uncertainty: bool = False, masks=None, support=None):
         from brain_tf.training import runner
 
-        return runner.predict(self, model, inputs, out, uncertainty, masks)
+        return runner.predict(self, model, inputs, out, uncertainty, masks, support)
 
 
 TASKS: dict[str, Task] = {}

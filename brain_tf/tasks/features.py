@@ -158,20 +158,20 @@ class Features(Family):
         return table, metrics, [regression_line(metrics, len(rows),
                                                 f", {ctx.learned['regressor']}")]
 
-    def inputs(self, ctx, inputs, masks, uncertainty):
-        if uncertainty and ctx.learned["regressor"] != "bayesian_ridge":
+    def inputs(self, ctx, inputs, options):
+        if options.uncertainty and ctx.learned["regressor"] != "bayesian_ridge":
             raise ConfigError(f"--uncertainty needs the bayesian_ridge regressor; this run "
                               f"chose {ctx.learned['regressor']}")
         return [str(i) for i in inputs]
 
-    def predict(self, ctx, model, items, out, uncertainty):
+    def predict(self, ctx, model, items, out, options):
         target = out if out.suffix == ".csv" else out / "predictions.csv"
         tissue_run = ctx.config.features.tissue_run
         maps = segment_images(tissue_run, items, target.parent / "tissue_maps") if tissue_run \
             else items
         table = features_table(maps, ctx.learned["labels"])
         x = self._x(ctx, table)
-        if uncertainty:
+        if options.uncertainty:
             pred, std = model.predict(x, return_std=True)
             table.insert(0, "predicted_age_std", std)
         else:

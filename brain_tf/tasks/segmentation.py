@@ -148,8 +148,9 @@ class Segmentation(Family):
                 f"{n} {metrics[f'volume_mae_ml_{n}']:.1f} ml" for n in classes))
         return per_item, metrics, lines
 
-    def inputs(self, ctx, inputs, masks, uncertainty):
-        if uncertainty:
+    def inputs(self, ctx, inputs, options):
+        masks = options.masks
+        if options.uncertainty:
             raise ConfigError("--uncertainty needs a model with MC dropout; the segmentation "
                               "networks have none")
         masks = list(masks) if masks else [None] * len(inputs)
@@ -185,7 +186,7 @@ class Segmentation(Family):
             model, pre.image, pre.affine, grid)
         return indices if mask is None else restrict_to_mask(indices, mask, grid)
 
-    def predict(self, ctx, model, items, out, uncertainty):
+    def predict(self, ctx, model, items, out, options):
         values = list(ctx.learned["labels"].values())
         written = []
         for paths, mask_path in items:

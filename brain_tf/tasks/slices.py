@@ -88,7 +88,7 @@ class Slices(Family):
         blocks = model.get("encoder_blocks", model.get("blocks"))
         return skip_layers(model.get("backbone", "resnet34"), blocks)[level]
 
-    def inputs(self, ctx, inputs, masks, uncertainty):
+    def inputs(self, ctx, inputs, options):
         return expand_inputs(inputs)
 
     def _read(self, ctx, paths) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -183,13 +183,13 @@ class Lesion(Slices):
         plots.slice_overlays([display_image(x) for x in images], preds, run / "overlay.png",
                              references=[p[1] for p in pairs], titles=fig_titles)
 
-    def inputs(self, ctx, inputs, masks, uncertainty):
-        if uncertainty:
+    def inputs(self, ctx, inputs, options):
+        if options.uncertainty:
             raise ConfigError("--uncertainty needs a model with MC dropout; the lesion U-Net "
                               "has none")
         return expand_inputs(inputs)
 
-    def predict(self, ctx, model, items, out, uncertainty):
+    def predict(self, ctx, model, items, out, options):
         written, batch = [], ctx.config.inference.batch_size
         for start in range(0, len(items), batch):
             chunk = items[start:start + batch]
@@ -303,13 +303,14 @@ class SliceClasses(Slices):
                 save_cam_overlay(display_image(images[k]), cam,
                                  run / "gradcam" / f"{head}_{table.at[i, 'item']}.png", title=title)
 
-    def inputs(self, ctx, inputs, masks, uncertainty):
-        if uncertainty and not ctx.config.model.get("mc_dropout"):
+    def inputs(self, ctx, inputs, options):
+        if options.uncertainty and not ctx.config.model.get("mc_dropout"):
             raise ConfigError("--uncertainty needs a model trained with MC dropout "
                               "(model.mc_dropout = true)")
         return expand_inputs(inputs)
 
-    def predict(self, ctx, model, items, out, uncertainty):
+    def predict(self, ctx, model, items, out, options):
+        uncertainty = options.uncertainty
         probs, stds = self._probabilities(ctx, model, lambda idx: self._read(
             ctx, [items[i] for i in idx])[0], len(items))
         table = pd.DataFrame({"file": [str(p) for p in items]})

@@ -175,8 +175,8 @@ class Volume(Family):
             line = regression_line(metrics, len(rows))
         return table, metrics, [f"test split ({len(rows)} subjects): {line}"]
 
-    def inputs(self, ctx, inputs, masks, uncertainty):
-        if uncertainty and not ctx.config.model.get("mc_dropout"):
+    def inputs(self, ctx, inputs, options):
+        if options.uncertainty and not ctx.config.model.get("mc_dropout"):
             raise ConfigError("--uncertainty needs a model trained with MC dropout "
                               "(set model.mc_dropout = true in the config)")
         channels = len(ctx.learned["channels"])
@@ -195,7 +195,7 @@ class Volume(Family):
             items.append(paths)
         return items
 
-    def predict(self, ctx, model, items, out, uncertainty):
+    def predict(self, ctx, model, items, out, options):
         channels, pre = len(ctx.learned["channels"]), ctx.config.preprocess
 
         def image_of(i):
@@ -206,7 +206,7 @@ class Volume(Family):
                 mask = brain_mask(volume, pre.mask_model)
             return preprocess_subject(volume, None, mask, pre.to_dict(), subject=paths[0]).image
 
-        result = self._outputs(ctx, model, image_of, len(items), uncertainty)
+        result = self._outputs(ctx, model, image_of, len(items), options.uncertainty)
         table = self._table(ctx, [input_name(p[0]) for p in items], result)
         table.insert(1, "input", [p[0] for p in items])
         return [write_predictions(table, out)]

@@ -131,3 +131,25 @@ def slice_overlays(images, predictions, path, references=None, titles=None) -> P
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def embedding_scatter(points, labels, class_names, path, held_out=(), title: str = "") -> Path:
+    """A 2D projection of embeddings (``points`` (n, 2)), one colour per class; classes in
+    ``held_out`` (never trained on) are drawn as crosses and marked in the legend."""
+    points, labels = np.asarray(points, float), np.asarray(labels)
+    fig = _figure((5.5, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    colours = [f"C{i % 10}" for i in range(len(class_names))]
+    for c, name in enumerate(class_names):
+        chosen = labels == c
+        if not chosen.any():
+            continue
+        unseen = name in held_out
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=18 if unseen else 12,
+                   c=colours[c], marker="x" if unseen else "o", alpha=0.8,
+                   label=f"{name} (held out)" if unseen else name)
+    ax.set_xlabel("principal axis 1")
+    ax.set_ylabel("principal axis 2")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title)
+    return _save(fig, path)

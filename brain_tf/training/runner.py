@@ -50,6 +50,16 @@ class Context:
 
 
 @dataclasses.dataclass
+class PredictOptions:
+    """What ``predict`` was asked for besides the inputs: one brain mask per input,
+    MC-dropout uncertainty, a labelled support set (few-shot families)."""
+
+    masks: list | None = None
+    uncertainty: bool = False
+    support: str | None = None
+
+
+@dataclasses.dataclass
 class Prepared:
     """What :meth:`Family.prepare` makes before training: datasets and the model."""
 
@@ -65,6 +75,7 @@ class Family:
     """The hooks of one kind of task (see the module docstring)."""
 
     per_item_csv = "test_items.csv"
+    takes_support = False  # predict labels inputs from a support set (--support)
 
     def learn(self, ctx: Context) -> dict:
         return {}
@@ -107,10 +118,10 @@ class Family:
               ) -> tuple[pd.DataFrame, dict, list[str]]:
         raise NotImplementedError(f"{type(self).__name__} must say how it scores")
 
-    def inputs(self, ctx: Context, inputs, masks, uncertainty: bool) -> list:
+    def inputs(self, ctx: Context, inputs, options: PredictOptions) -> list:
         return list(inputs)
 
-    def predict(self, ctx: Context, model, items: list, out: Path, uncertainty: bool
+    def predict(self, ctx: Context, model, items: list, out: Path, options: PredictOptions
                 ) -> list[Path]:
         raise NotImplementedError(f"{type(self).__name__} must say how it predicts")
 
@@ -314,15 +325,19 @@ def model_run(model_path) -> tuple[RunFolder, Path]:
     return run, path
 
 
-def predict(task, model_path, inputs, out, uncertainty: bool = False,
-            masks=None) -> list[Path]:
+def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None,
+            support=None) -> list[Path]:
     """Predict new files with a trained run. Inputs are checked before the model loads."""
     run, path = model_run(model_path)
     config = task.load_config(run)
     ctx = Context(task, config, learned=run.load_learned())
     family = task.family(config.preset)
+    options = PredictOptions(masks=masks, uncertainty=uncertainty, support=support)
+    if support is not None and not family.takes_support:
+        raise ConfigError(f"{run.path}: --support needs a run of a few-shot preset (siamese); "
+                          f"this run's preset is {config.preset!r}")
     if not inputs:
         raise DataError("no inputs to predict; give files (or folders of them)")
-    items = family.inputs(ctx, list(inputs), masks, uncertainty)
+    items = family.inputs(ctx, list(inputs), options)
     model = family.load_predictor(ctx, path)
-    return family.predict(ctx, model, items, Path(out), uncertainty)
+    return family.predict(ctx, model, items, Path(out), options)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from brain_tf.errors import DataError, ModelError
-from brain_tf.inference import sliding_window_predict
+from brain_tf.inference import aligned_empty, sliding_window_predict
 from brain_tf.inference.cohort import CohortError, run_cohort
 from brain_tf.inference.onnx_model import OnnxPredictor, export_onnx
 from brain_tf.io import atomic_path, load_volume, save_volume
@@ -84,6 +84,20 @@ def test_compiled_float16_output_multi_output_and_slices(volume):
     slow = sliding_window_predict(conv2d, volume, (16, 16), 0.5, slice_axis=1, tta=True,
                                   compiled=False)
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_path_input_kinds(heads, volume):
+    """Shared (aligned float32), float64 and non-contiguous inputs give the same result."""
+    model = heads["sigmoid"]
+    expected = sliding_window_predict(model, volume, 16, 0.5, compiled=False)
+    shared = aligned_empty(volume.shape)
+    assert shared.ctypes.data % 64 == 0 and shared.flags.c_contiguous
+    shared[...] = volume
+    for array in (shared, volume.astype(np.float64),
+                  np.asfortranarray(volume)):
+        out = sliding_window_predict(model, array, 16, 0.5)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(shared, volume)  # the shared input is not written to
 
 
 def test_compiled_path_errors(volume):

@@ -36,6 +36,15 @@ only traffic per batch is the launch of the kernels. On a CPU the same
 function saves the per-batch Python work of the numpy path (Keras
 ``predict_on_batch``, tile copies, numpy blending).
 
+Memory: TensorFlow copies every numpy array it is given, except through
+DLPack, which shares a C-contiguous array whose data is aligned to 64 bytes.
+The volume is handed over that way; an array that is not aligned (numpy's
+own allocations usually are not) or not float32 is first copied into one that
+is (one copy, as TensorFlow would make). Arrays made with
+:func:`aligned_empty` are shared without a copy. Besides the input, a call
+holds the accumulator (the size of the output), one batch of tiles and the
+model's activations, and at the end the output array itself.
+
 The accumulator is a variable held by the compiled function, so one compiled
 function serves one call at a time (a lock guards it); its memory is freed
 after each call.
@@ -61,6 +70,28 @@ from brain_tf.inference.calling import select_output
 # when its model is garbage-collected (the functions hold the model weakly).
 _CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
+
+
+ALIGNMENT = 64  # bytes; TensorFlow shares (does not copy) buffers aligned to this
+
+
+def aligned_empty(shape, dtype="float32") -> np.ndarray:
+    """An uninitialised C-contiguous array whose data TensorFlow can share without a copy."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def _shared_tensor(array: np.ndarray) -> tf.Tensor:
+    """``array`` as a float32 tensor, sharing its memory where it is aligned float32."""
+    if not (array.dtype == np.float32 and array.flags.c_contiguous
+            and array.ctypes.data % ALIGNMENT == 0):
+        copy = aligned_empty(array.shape, np.float32)
+        np.copyto(copy, array, casting="unsafe")
+        array = copy
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
 def _output_channels(model, tile_shape: tuple, channels: int, output, slice_axis) -> int:
@@ -192,7 +223,7 @@ class CompiledWindow:
             return i + 1, token
 
         _, token = tf.while_loop(lambda i, _: i < batches, body, (tf.constant(0), tf.constant(0)),
-                                 parallel_iterations=2)
+                                 parallel_iterations=1)
         with tf.control_dependencies([token]):
             total = self._acc.read_value()
         return tf.slice(total, tf.concat([paddings[:, 0], [0]], 0),
@@ -215,11 +246,11 @@ class CompiledWindow:
                 row[tile[a].tile_lo:tile[a].tile_hi] = tile[a].weights
             weights.append(w)
         weights[0] *= np.float32(1.0 / len(self.flips))
-        volume = np.asarray(array, np.float32)
         with self._lock:
             try:
-                result = self._run(volume, np.array([before, after], np.int32).T, starts,
-                                   *weights, np.float32(pad_value))
+                result = self._run(_shared_tensor(np.asarray(array)),
+                                   np.array([before, after], np.int32).T, starts, *weights,
+                                   np.float32(pad_value))
                 return result.numpy()
             finally:
                 self._acc.assign(tf.zeros((0, 0, 0, self.classes), self.dtype))

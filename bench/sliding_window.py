@@ -4,26 +4,27 @@ The network is the Keras twin of MONAI's strided 3D UNet (bench/monai_twin.py,
 488,457 parameters), with random weights; the volume is 240x240x155 with 4
 channels, the tiles 160x160x16, Gaussian blending. Printed:
 
-1. The network alone: seconds per tile batch (1 and 4 tiles), called as a
-   compiled function on tiles already in memory (the same call the compiled
-   sliding window makes).
-2. The table: overlap 0.25 and 0.5, tile batch 1 and 4, seconds per volume of
+1. The table: overlap 0.25 and 0.5, tile batch 1 and 4, seconds per volume of
    sliding_window_predict's numpy path (``compiled=False``) and of its compiled
-   path, side by side (interleaved runs, median), and the tiling and blending
-   overhead of each: (volume time - tiles x per-tile network time) / network time.
-3. Tiling and blending alone: the same with a 1x1x1 convolution as the model,
-   whose own time is then measured and subtracted the same way.
-4. Extra peak memory of one volume (overlap 0.5, batch 4) for each path, as a
+   path, side by side, and the tiling and blending overhead of each:
+   (volume time - network time) / network time. The network time is the model
+   alone, as a compiled function on a tile batch already in memory (the call
+   the compiled path makes), called as many times as the volume has batches.
+   The three are run interleaved; the median of ``--reps`` runs is shown.
+2. Tiling and blending alone: the same with a 1x1x1 convolution as the model.
+3. Extra peak memory of one volume (overlap 0.5, batch 4) for each path, as a
    multiple of the input's size: the process's peak resident memory during the
    call (VmHWM, reset before it) minus its resident memory before, measured in
-   a fresh process per path after a warm-up on a smaller volume.
-5. ONNX: the network exported with export_onnx (checked against Keras on a
+   a fresh process per path after a warm-up on a smaller volume; the compiled
+   path with a numpy input and with an input from ``aligned_empty``.
+4. ONNX: the network exported with export_onnx (checked against Keras on a
    tile), ONNX Runtime's time per tile batch against TensorFlow's, and a whole
    volume with the ONNX predictor (numpy path).
-6. Cohort: ``--cohort N`` BraTS-size phantoms (brain_tf.data.synthetic,
+5. Cohort: ``--cohort N`` BraTS-size phantoms (brain_tf.data.synthetic,
    written once under ``--workdir``) read, z-scored, predicted and their label
    maps written by brain_tf.inference.cohort.run_cohort, against N times the
-   time of one volume's prediction alone.
+   time of one volume's prediction alone (median of three runs before the
+   cohort and three after).
 
 Timings on a shared machine move with its load: the load average is printed
 with every figure, and alternatives are run interleaved.
@@ -84,44 +85,50 @@ def tile_batch(volume: np.ndarray, batch: int) -> np.ndarray:
                                           for i in range(batch)]))
 
 
-def network_seconds(model, volume, reps: int) -> dict[int, float]:
-    """Seconds per tile batch of 1 and 4 tiles, the model compiled, tiles in memory."""
+def volume_rows(model, volume, reps: int, label: str) -> list[dict]:
+    """Whole-volume seconds of both paths and of the network alone, for every row of ROWS.
+
+    The three are run interleaved, in a rotating order, so that they see the
+    same machine load. The network alone is the compiled model called on a
+    tile batch already in memory as many times as the volume has batches.
+    """
     call = tf.function(lambda x: model(x, training=False))
-    out = {}
-    for batch in (1, 4):
-        tiles = tf.constant(tile_batch(volume, batch))
-        call(tiles).numpy()
-        call(tiles).numpy()
-        out[batch] = median_time(lambda: call(tiles).numpy(), max(reps, 5))
-    return out
-
-
-def volume_rows(model, volume, per_batch: dict[int, float], reps: int, label: str) -> list[dict]:
-    """Whole-volume seconds of both paths for every row of ROWS, interleaved."""
+    batches = {b: tf.constant(tile_batch(volume, b)) for b in (1, 4)}
+    for tiles in batches.values():
+        call(tiles)
+        call(tiles)
     rows = []
     for overlap, batch in ROWS:
         tiles = len(tile_grid(SHAPE[:3], PATCH, overlap))
-        network = tiles / batch * per_batch[batch]
-        runs = {False: [], True: []}
-        for compiled in (False, True):  # warm-up: traces and compiles
-            sliding_window_predict(model, volume, PATCH, overlap, batch_size=batch,
-                                   compiled=compiled)
+        runs = {
+            "numpy": lambda: sliding_window_predict(model, volume, PATCH, overlap,
+                                                    batch_size=batch, compiled=False),
+            "compiled": lambda: sliding_window_predict(model, volume, PATCH, overlap,
+                                                       batch_size=batch),
+            "network": lambda: [call(batches[batch]) for _ in range(-(-tiles // batch))],
+        }
+        for kind in ("numpy", "compiled"):  # warm-up: traces and compiles
+            runs[kind]()
+        times = {kind: [] for kind in runs}
+        order = list(runs)
         for rep in range(reps):
-            for compiled in ((False, True) if rep % 2 == 0 else (True, False)):
+            for kind in order[rep % 3:] + order[:rep % 3]:
                 start = time.perf_counter()
-                sliding_window_predict(model, volume, PATCH, overlap, batch_size=batch,
-                                       compiled=compiled)
-                runs[compiled].append(time.perf_counter() - start)
-        numpy_s, compiled_s = (float(np.median(runs[c])) for c in (False, True))
+                runs[kind]()
+                times[kind].append(time.perf_counter() - start)
+        network, numpy_s, compiled_s = (float(np.median(times[k]))
+                                        for k in ("network", "numpy", "compiled"))
         row = dict(overlap=overlap, batch=batch, tiles=tiles, network_s=round(network, 3),
+                   network_ms_per_tile=round(1000 * network / tiles, 2),
                    numpy_s=round(numpy_s, 3), compiled_s=round(compiled_s, 3),
                    numpy_overhead=round((numpy_s - network) / network, 4),
                    compiled_overhead=round((compiled_s - network) / network, 4),
                    load=round(load(), 2))
         rows.append(row)
-        print(f"{label:>9} | {overlap:<4} | {batch:^5} | {tiles:3d} | {network:8.2f} s | "
-              f"{numpy_s:6.2f} s ({100 * row['numpy_overhead']:+5.1f}%) | "
-              f"{compiled_s:6.2f} s ({100 * row['compiled_overhead']:+5.1f}%) | "
+        print(f"{label:>9} | {overlap:<4} | {batch:^5} | {tiles:3d} | {network:6.2f} s "
+              f"({row['network_ms_per_tile']:5.1f} ms/tile) | "
+              f"{numpy_s:6.2f} s ({100 * row['numpy_overhead']:+6.1f}%) | "
+              f"{compiled_s:6.2f} s ({100 * row['compiled_overhead']:+6.1f}%) | "
               f"{compiled_s / numpy_s:5.2f} | {row['load']:.2f}", flush=True)
     return rows
 
@@ -228,12 +235,14 @@ def cohort_figures(model, count: int, folder: Path) -> dict:
     paths = phantoms(folder, count)
     out_dir = folder / "predictions"
 
-    def prepare(path):
+    def prepare(path):  # z-score per channel, into an array TensorFlow reads without a copy
         vol = load_volume(path)
-        array = np.asarray(vol.array, np.float32)
-        mean = array.mean(axis=(0, 1, 2))
-        std = array.std(axis=(0, 1, 2))
-        return vol.affine, vol.header, (array - mean) / np.where(std > 0, std, 1.0)
+        mean = vol.array.mean(axis=(0, 1, 2))
+        std = vol.array.std(axis=(0, 1, 2))
+        image = aligned_empty(vol.array.shape)
+        np.subtract(vol.array, mean, out=image, casting="unsafe")
+        np.divide(image, np.where(std > 0, std, 1.0), out=image, casting="unsafe")
+        return vol.affine, vol.header, image
 
     def predict(prepared):
         affine, header, array = prepared
@@ -249,12 +258,12 @@ def cohort_figures(model, count: int, folder: Path) -> dict:
 
     one = prepare(paths[0])
     predict(one)
-    one_s = median_time(lambda: predict(one), 2)
+    alone = [median_time(lambda: predict(one), 1) for _ in range(3)]
     load_before = load()
-    for p in out_dir.glob("*.nii.gz"):
-        p.unlink()
     result = run_cohort(paths, prepare, predict, write, output, skip_existing=False,
                         name=lambda p: p.name)
+    alone += [median_time(lambda: predict(one), 1) for _ in range(3)]
+    one_s = float(np.median(alone))  # three runs before the cohort, three after
     ratio = result.seconds / (count * one_s)
     print(f"cohort of {count}: {result.seconds:.1f} s = {60 * count / result.seconds:.2f} "
           f"scans/min;"
@@ -288,20 +297,12 @@ def main() -> None:
           f"Keras {keras.__version__}; network: MONAI UNet twin, {model.count_params():,} "
           f"parameters; load average {load():.2f}", flush=True)
 
-    per_batch = network_seconds(model, volume, args.reps)
-    print(f"network alone: {1000 * per_batch[1]:.1f} ms per tile at batch 1, "
-          f"{1000 * per_batch[4] / 4:.1f} ms per tile at batch 4 (load {load():.2f})", flush=True)
-    header = (f"{'model':>9} | overlap | batch | tiles | network | numpy path (overhead) | "
-              "compiled path (overhead) | compiled/numpy | load")
-    print(header)
-    rows = volume_rows(model, volume, per_batch, args.reps, "UNet twin")
-
+    print(f"{'model':>9} | overlap | batch | tiles | network alone | numpy path (overhead) | "
+          "compiled path (overhead) | compiled/numpy | load")
+    rows = volume_rows(model, volume, args.reps, "UNet twin")
     inputs = keras.Input((None, None, None, SHAPE[3]))
     pointwise = keras.Model(inputs, keras.layers.Conv3D(3, 1)(inputs), name="conv1x1")
-    point_batch = network_seconds(pointwise, volume, args.reps)
-    print(f"1x1x1 convolution alone: {1000 * point_batch[1]:.2f} ms per tile at batch 1, "
-          f"{1000 * point_batch[4] / 4:.2f} ms at batch 4")
-    point_rows = volume_rows(pointwise, volume, point_batch, args.reps, "1x1 conv")
+    point_rows = volume_rows(pointwise, volume, args.reps, "1x1 conv")
     for row in point_rows:
         row.update(numpy_blend_ms_per_tile=round(
             1000 * (row["numpy_s"] - row["network_s"]) / row["tiles"], 2),
@@ -329,7 +330,7 @@ def main() -> None:
     cohort = cohort_figures(model, args.cohort, args.workdir) if args.cohort else None
     print(json.dumps(dict(
         volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(), parameters=model.count_params(),
-        network_s_per_batch=per_batch, rows=rows, pointwise_rows=point_rows, memory=memory,
+        rows=rows, pointwise_rows=point_rows, memory=memory,
         onnx=onnx, cohort=cohort, load=round(load(), 2))))
 
 

@@ -184,6 +184,9 @@ class CompiledWindow:
                 f"model output shape {tuple(pred.shape)} does not match its tiles "
                 f"{(None, *self.patch)} + (channels,); the model must keep the spatial size of "
                 "its input (padding='same')")
+        if pred.shape[-1] != self.classes:
+            raise ModelError(f"model output has {pred.shape[-1]} channels on tiles, its output "
+                             f"spec {self.classes}; give the model a fixed number of outputs")
         return pred
 
     def _predict(self, tiles):

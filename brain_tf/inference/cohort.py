@@ -68,7 +68,7 @@ class _Progress:
     """One stderr line per finished item: scans done, scans per minute, time left."""
 
     def __init__(self, total: int, skipped: int, enabled: bool):
-        self.total, self.skipped, self.enabled = total, skipped, enabled
+        self.total, self.enabled = total, enabled
         self.start = time.perf_counter()
         self.done = 0
         if enabled and skipped:
@@ -87,7 +87,7 @@ class _Progress:
 
 
 class _Pipeline:
-    def __init__(self, prepare, predict, write, name, prefetch, progress):
+    def __init__(self, prepare, predict, write, name, prefetch: int, progress: _Progress):
         self.prepare, self.predict, self.write, self.name = prepare, predict, write, name
         self.prepared = queue.Queue(maxsize=prefetch)
         self.results = queue.Queue(maxsize=prefetch)
@@ -96,7 +96,7 @@ class _Pipeline:
         self.failure: tuple | None = None
         self.lock = threading.Lock()
         self.done: list = []
-        self.progress: _Progress | None = None
+        self.progress = progress
 
     def fail(self, item, stage: str, exc: BaseException) -> None:
         with self.lock:
@@ -238,8 +238,8 @@ def run_cohort(
         raise ConfigError(f"prefetch={prefetch}: must be at least 1")
     start = time.perf_counter()
     todo, skipped = pending_items(items, outputs, skip_existing)
-    pipe = _Pipeline(prepare, predict, write, name, int(prefetch), progress)
-    pipe.progress = _Progress(len(todo), len(skipped), progress)
+    pipe = _Pipeline(prepare, predict, write, name, int(prefetch),
+                     _Progress(len(todo), len(skipped), progress))
     reader = threading.Thread(target=pipe.read_all, args=(todo,), name="cohort-read",
                               daemon=True)
     writer = threading.Thread(target=pipe.write_all, name="cohort-write", daemon=True)

@@ -1,25 +1,36 @@
-"""Speed and memory of sliding-window inference on a BraTS-sized scan.
+"""Speed and memory of whole-volume prediction on BraTS-sized scans.
 
-A 240x240x155 volume with 4 channels is predicted with 160x160x16 tiles at
-overlap 0.25 and 0.5, without and with flip TTA (all 8 flips), by
+The network is the Keras twin of MONAI's strided 3D UNet (bench/monai_twin.py,
+488,457 parameters), with random weights; the volume is 240x240x155 with 4
+channels, the tiles 160x160x16, Gaussian blending. Printed:
 
-- a model that returns its input: the time is the cost of tiling, flipping
-  and blending alone, and the memory is what inference itself adds;
-- the system C 3D U-Net (depth 4, conv 3x3x3 + ReLU pairs 32->64 ... 256->512,
-  2x2x2 max-pooling, upsampling + concatenation, decoder 256/128/64, 1x1x1
-  conv to 3 sigmoid channels), with random weights.
+1. The table: overlap 0.25 and 0.5, tile batch 1 and 4, seconds per volume of
+   sliding_window_predict's numpy path (``compiled=False``) and of its compiled
+   path, side by side, and the tiling and blending overhead of each:
+   (volume time - network time) / network time. The network time is the model
+   alone, as a compiled function on a tile batch already in memory (the call
+   the compiled path makes), called as many times as the volume has batches.
+   The three are run interleaved; the median of ``--reps`` runs is shown.
+2. Tiling and blending alone: the same with a 1x1x1 convolution as the model.
+3. Extra peak memory of one volume (overlap 0.5, batch 4) for each path, as a
+   multiple of the input's size: the process's peak resident memory during the
+   call (VmHWM, reset before it) minus its resident memory before, measured in
+   a fresh process per path after a warm-up on a smaller volume; the compiled
+   path with a numpy input and with an input from ``aligned_empty``.
+4. ONNX: the network exported with export_onnx (checked against Keras on a
+   tile), ONNX Runtime's time per tile batch against TensorFlow's, and a whole
+   volume with the ONNX predictor (numpy path).
+5. Cohort: ``--cohort N`` BraTS-size phantoms (brain_tf.data.synthetic,
+   written once under ``--workdir``) read, z-scored, predicted and their label
+   maps written by brain_tf.inference.cohort.run_cohort, against N times the
+   time of one volume's prediction alone (median of three runs before the
+   cohort and three after).
 
-On a CPU the U-Net needs many seconds per tile, so by default its time per
-volume is estimated: its measured seconds per tile times the tiles (and flips)
-of each configuration, plus the measured tiling/blending time. ``--full``
-predicts every whole volume with the U-Net instead (a GPU job).
+Timings on a shared machine move with its load: the load average is printed
+with every figure, and alternatives are run interleaved.
 
-Memory: ``traced`` is tracemalloc's peak of the numpy allocations made during
-the call (output, tile batches, weights); ``rss`` is the process's peak
-resident memory (VmHWM, reset before the call) above its resident memory
-before the call. Both are given as multiples of the input volume's size.
-
-Usage: python bench/sliding_window.py [--quick] [--full] [--batch-size N]
+Usage: python bench/sliding_window.py [--reps N] [--cohort N] [--workdir DIR]
+       [--skip-onnx] [--skip-memory]
 The last line printed is one JSON object with every figure.
 """
 
@@ -29,177 +40,298 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
-import tracemalloc
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-from brain_tf.inference import sliding_window_predict, tile_grid  # noqa: E402
-from brain_tf.inference.calling import predict_batch  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from monai_twin import PARAMETERS, monai_unet_twin  # noqa: E402
+
+from brain_tf.inference import (  # noqa: E402
+    aligned_empty,
+    sliding_window_predict,
+    tile_grid,
+    to_label_map,
+)
 
 SHAPE = (240, 240, 155, 4)
 PATCH = (160, 160, 16)
-CONFIGS = [(0.25, False), (0.5, False), (0.25, True), (0.5, True)]
+ROWS = [(0.25, 1), (0.25, 4), (0.5, 1), (0.5, 4)]
 
 
-def system_c_unet(channels: int = 4, classes: int = 3) -> keras.Model:
-    """The system C 3D U-Net, built with plain Keras layers."""
-
-    def conv(x, filters, name):
-        return layers.Conv3D(filters, 3, padding="same", activation="relu", name=name)(x)
-
-    inputs = keras.Input((None, None, None, channels), name="image")
-    x, skips = inputs, []
-    for level, (first, second) in enumerate([(32, 64), (64, 128), (128, 256)], start=1):
-        x = conv(conv(x, first, f"enc{level}_conv1"), second, f"enc{level}_conv2")
-        skips.append(x)
-        x = layers.MaxPooling3D(2, name=f"enc{level}_pool")(x)
-    x = conv(conv(x, 256, "bottleneck_conv1"), 512, "bottleneck_conv2")
-    for level, filters in zip((3, 2, 1), (256, 128, 64)):
-        x = layers.UpSampling3D(2, name=f"dec{level}_up")(x)
-        x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level - 1]])
-        x = conv(conv(x, filters, f"dec{level}_conv1"), filters, f"dec{level}_conv2")
-    outputs = layers.Conv3D(classes, 1, activation="sigmoid", name="head")(x)
-    return keras.Model(inputs, outputs, name="unet3d_system_c")
+def load() -> float:
+    return os.getloadavg()[0]
 
 
-class TimedModel:
-    """A callable that forwards to a model and adds up the seconds spent in it."""
-
-    def __init__(self, model):
-        self.model, self.seconds, self.calls = model, 0.0, 0
-
-    def __call__(self, batch):
+def median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
         start = time.perf_counter()
-        out = predict_batch(self.model, batch)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        return out
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
-def _status_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+def tile_batch(volume: np.ndarray, batch: int) -> np.ndarray:
+    return np.ascontiguousarray(np.stack([volume[20 * i:20 * i + PATCH[0], 40:200, 60:76]
+                                          for i in range(batch)]))
 
 
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+def volume_rows(model, volume, reps: int, label: str) -> list[dict]:
+    """Whole-volume seconds of both paths and of the network alone, for every row of ROWS.
+
+    The three are run interleaved, in a rotating order, so that they see the
+    same machine load. The network alone is the compiled model called on a
+    tile batch already in memory as many times as the volume has batches.
+    """
+    call = tf.function(lambda x: model(x, training=False))
+    batches = {b: tf.constant(tile_batch(volume, b)) for b in (1, 4)}
+    for tiles in batches.values():
+        call(tiles)
+        call(tiles)
+    rows = []
+    for overlap, batch in ROWS:
+        tiles = len(tile_grid(SHAPE[:3], PATCH, overlap))
+        runs = {
+            "numpy": lambda: sliding_window_predict(model, volume, PATCH, overlap,
+                                                    batch_size=batch, compiled=False),
+            "compiled": lambda: sliding_window_predict(model, volume, PATCH, overlap,
+                                                       batch_size=batch),
+            "network": lambda: [call(batches[batch]) for _ in range(-(-tiles // batch))],
+        }
+        for kind in ("numpy", "compiled"):  # warm-up: traces and compiles
+            runs[kind]()
+        times = {kind: [] for kind in runs}
+        order = list(runs)
+        for rep in range(reps):
+            for kind in order[rep % 3:] + order[:rep % 3]:
+                start = time.perf_counter()
+                runs[kind]()
+                times[kind].append(time.perf_counter() - start)
+        network, numpy_s, compiled_s = (float(np.median(times[k]))
+                                        for k in ("network", "numpy", "compiled"))
+        row = dict(overlap=overlap, batch=batch, tiles=tiles, network_s=round(network, 3),
+                   network_ms_per_tile=round(1000 * network / tiles, 2),
+                   numpy_s=round(numpy_s, 3), compiled_s=round(compiled_s, 3),
+                   numpy_overhead=round((numpy_s - network) / network, 4),
+                   compiled_overhead=round((compiled_s - network) / network, 4),
+                   load=round(load(), 2))
+        rows.append(row)
+        print(f"{label:>9} | {overlap:<4} | {batch:^5} | {tiles:3d} | {network:6.2f} s "
+              f"({row['network_ms_per_tile']:5.1f} ms/tile) | "
+              f"{numpy_s:6.2f} s ({100 * row['numpy_overhead']:+6.1f}%) | "
+              f"{compiled_s:6.2f} s ({100 * row['compiled_overhead']:+6.1f}%) | "
+              f"{compiled_s / numpy_s:5.2f} | {row['load']:.2f}", flush=True)
+    return rows
 
 
-def measure(fn, trace: bool):
-    """Run fn(); return (result, seconds, extra RSS peak bytes, extra traced bytes)."""
-    base_rss = _status_bytes("VmRSS")
-    can_reset = _reset_peak_rss()
-    if trace:
-        tracemalloc.start()
-        base_traced = tracemalloc.get_traced_memory()[0]
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_probe(mode: str) -> None:
+    """Run in a fresh process: print the extra peak RSS of one volume as JSON."""
+    model = monai_unet_twin()
+    volume = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+    if mode == "compiled-aligned":
+        aligned = aligned_empty(SHAPE)
+        np.copyto(aligned, volume)
+        volume = aligned
+    compiled = mode != "numpy"
+    small = np.ascontiguousarray(volume[:200, :200, :40])
+    sliding_window_predict(model, small, PATCH, 0.5, batch_size=4, compiled=compiled)
+    base = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    out = sliding_window_predict(model, volume, PATCH, 0.5, batch_size=4, compiled=compiled)
+    peak = _status_bytes("VmHWM")
+    print(json.dumps(dict(extra_x=round((peak - base) / volume.nbytes, 3),
+                          output_x=round(out.nbytes / volume.nbytes, 3))))
+
+
+MEMORY_MODES = ("numpy", "compiled", "compiled-aligned")
+
+
+def measure_memory() -> dict:
+    out = {}
+    for mode in MEMORY_MODES:
+        proc = subprocess.run([sys.executable, __file__, "--memory-probe", mode],
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode:
+            raise RuntimeError(f"memory probe failed:\n{proc.stderr[-2000:]}")
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def onnx_figures(model, volume, compiled_s: float, reps: int, folder: Path) -> dict:
+    from brain_tf.inference.onnx_model import OnnxPredictor, export_onnx
+
+    path = folder / "monai_twin.onnx"
     start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    traced = None
-    if trace:
-        traced = tracemalloc.get_traced_memory()[1] - base_traced
-        tracemalloc.stop()
-    peak = _status_bytes("VmHWM") if can_reset else None
-    rss = peak - base_rss if peak is not None and base_rss is not None else None
-    return result, seconds, rss, traced
+    export_onnx(model, path, sample=tile_batch(volume, 1))  # raises unless within 1e-4
+    export_s = time.perf_counter() - start
+    predictor = OnnxPredictor(path)
+    tiles1 = tile_batch(volume, 1)
+    diff = float(np.abs(predictor(tiles1) - model.predict_on_batch(tiles1)).max())
+    call = tf.function(lambda x: model(x, training=False))
+    figures = dict(export_s=round(export_s, 1), max_abs_diff=diff, per_batch={})
+    for batch in (1, 4):
+        tiles = tile_batch(volume, batch)
+        tensor = tf.constant(tiles)
+        predictor(tiles)
+        ort_s, tf_s = [], []
+        for _ in range(max(reps, 5)):
+            start = time.perf_counter()
+            predictor(tiles)
+            ort_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            call(tensor).numpy()
+            tf_s.append(time.perf_counter() - start)
+        ort, tfs = float(np.median(ort_s)), float(np.median(tf_s))
+        figures["per_batch"][batch] = dict(onnxruntime_s=round(ort, 4), tensorflow_s=round(tfs, 4))
+        print(f"ONNX Runtime, batch {batch}: {1000 * ort / batch:.1f} ms per tile, TensorFlow "
+              f"{1000 * tfs / batch:.1f} ms (load {load():.2f})", flush=True)
+    sliding_window_predict(predictor, volume, PATCH, 0.5, batch_size=4)
+    whole = median_time(lambda: sliding_window_predict(predictor, volume, PATCH, 0.5,
+                                                       batch_size=4), reps)
+    figures.update(volume_s=round(whole, 3), keras_compiled_volume_s=compiled_s)
+    faster = whole < compiled_s
+    print(f"ONNX export {export_s:.1f} s, max |ONNX - Keras| on a tile {diff:.2g}; whole volume "
+          f"(overlap 0.5, batch 4) with the ONNX predictor {whole:.2f} s against "
+          f"{compiled_s:.2f} s "
+          f"for the compiled Keras path: ONNX Runtime is {'faster' if faster else 'slower'} "
+          f"here (load {load():.2f})", flush=True)
+    return figures
+
+
+def phantoms(folder: Path, count: int) -> list[Path]:
+    """``count`` BraTS-size phantom scans (generated once, kept in ``folder``)."""
+    from brain_tf.data.synthetic.write_volumes import write_brats
+
+    paths = [folder / "imagesTr" / f"BRATS_{i + 1:03d}.nii.gz" for i in range(count)]
+    if not all(p.exists() for p in paths):
+        start = time.perf_counter()
+        write_brats(folder, count, 0, SHAPE[:3], (1.0, 1.0, 1.0), lambda: None)
+        print(f"wrote {count} phantoms in {time.perf_counter() - start:.0f} s", flush=True)
+    return paths
+
+
+def cohort_figures(model, count: int, folder: Path) -> dict:
+    from brain_tf.inference.cohort import run_cohort
+    from brain_tf.io import load_volume, save_volume
+
+    paths = phantoms(folder, count)
+    out_dir = folder / "predictions"
+
+    def prepare(path):  # z-score per channel, into an array TensorFlow reads without a copy
+        vol = load_volume(path)
+        mean = vol.array.mean(axis=(0, 1, 2))
+        std = vol.array.std(axis=(0, 1, 2))
+        image = aligned_empty(vol.array.shape)
+        np.subtract(vol.array, mean, out=image, casting="unsafe")
+        np.divide(image, np.where(std > 0, std, 1.0), out=image, casting="unsafe")
+        return vol.affine, vol.header, image
+
+    def predict(prepared):
+        affine, header, array = prepared
+        probs = sliding_window_predict(model, array, PATCH, 0.5, batch_size=4)
+        return affine, header, to_label_map(probs, "sigmoid", merge="nested")
+
+    def output(path):
+        return [out_dir / path.name.replace(".nii.gz", "_seg.nii.gz")]
+
+    def write(path, result):
+        affine, header, labels = result
+        save_volume(labels, output(path)[0], affine=affine, header=header)
+
+    one = prepare(paths[0])
+    predict(one)
+    alone = [median_time(lambda: predict(one), 1) for _ in range(3)]
+    load_before = load()
+    result = run_cohort(paths, prepare, predict, write, output, skip_existing=False,
+                        name=lambda p: p.name)
+    alone += [median_time(lambda: predict(one), 1) for _ in range(3)]
+    one_s = float(np.median(alone))  # three runs before the cohort, three after
+    ratio = result.seconds / (count * one_s)
+    print(f"cohort of {count}: {result.seconds:.1f} s = {60 * count / result.seconds:.2f} "
+          f"scans/min;"
+          f" {count} x one volume's prediction alone ({one_s:.2f} s) = {count * one_s:.1f} s; "
+          f"ratio {ratio:.3f} (load {load_before:.2f} before, {load():.2f} after)", flush=True)
+    return dict(scans=count, seconds=round(result.seconds, 2), one_volume_s=round(one_s, 3),
+                ratio=round(ratio, 4))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="time one U-Net batch instead of three")
-    parser.add_argument("--full", action="store_true",
-                        help="predict whole volumes with the U-Net (slow on a CPU)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3, help="timed runs per figure (median)")
+    parser.add_argument("--cohort", type=int, default=20, help="phantom scans (0: skip)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) /
+                        "brain_tf_bench_cohort", help="where the phantoms are written once")
+    parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-probe", choices=MEMORY_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return
 
-    rng = np.random.default_rng(0)
-    volume = rng.standard_normal(SHAPE, dtype=np.float32)
-    input_bytes = volume.nbytes
-    print(f"volume {SHAPE} float32 = {input_bytes / 2**20:.1f} MiB, tiles {PATCH}, "
-          f"batch {args.batch_size}, {platform.machine()} {os.cpu_count()} CPUs")
+    model = monai_unet_twin()
+    if model.count_params() != PARAMETERS:
+        raise SystemExit(f"twin has {model.count_params():,} parameters, MONAI's UNet "
+                         f"{PARAMETERS:,}")
+    volume = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+    print(f"volume {SHAPE} float32 = {volume.nbytes / 2**20:.1f} MiB, tiles {PATCH}, "
+          f"{platform.machine()} {os.cpu_count()} CPUs, TF {tf.__version__}, "
+          f"Keras {keras.__version__}; network: MONAI UNet twin, {model.count_params():,} "
+          f"parameters; load average {load():.2f}", flush=True)
 
-    identity = {}
-    for overlap, tta in CONFIGS:
-        tiles = len(tile_grid(SHAPE[:3], PATCH, overlap))
-        flips = 8 if tta else 1
-        def run(model, overlap=overlap, tta=tta):
-            return lambda: sliding_window_predict(model, volume, PATCH, overlap, tta=tta,
-                                                  batch_size=args.batch_size)
+    print(f"{'model':>9} | overlap | batch | tiles | network alone | numpy path (overhead) | "
+          "compiled path (overhead) | compiled/numpy | load")
+    rows = volume_rows(model, volume, args.reps, "UNet twin")
+    inputs = keras.Input((None, None, None, SHAPE[3]))
+    pointwise = keras.Model(inputs, keras.layers.Conv3D(3, 1)(inputs), name="conv1x1")
+    point_rows = volume_rows(pointwise, volume, args.reps, "1x1 conv")
+    for row in point_rows:
+        row.update(numpy_blend_ms_per_tile=round(
+            1000 * (row["numpy_s"] - row["network_s"]) / row["tiles"], 2),
+                   compiled_blend_ms_per_tile=round(
+            1000 * (row["compiled_s"] - row["network_s"]) / row["tiles"], 2))
+        print(f"tiling+blending per tile, overlap {row['overlap']}, batch {row['batch']}: "
+              f"numpy {row['numpy_blend_ms_per_tile']:.2f} ms, compiled "
+              f"{row['compiled_blend_ms_per_tile']:.2f} ms")
 
-        model = TimedModel(lambda batch: batch)
-        out, seconds, rss, _ = measure(run(model), trace=False)
-        assert np.allclose(out, volume, atol=1e-5), "identity model must reproduce the input"
-        del out
-        _, _, _, traced = measure(run(lambda batch: batch), trace=True)
-        identity[(overlap, tta)] = dict(
-            overlap=overlap, tta=tta, tiles=tiles, flips=flips, seconds=round(seconds, 3),
-            seconds_in_model=round(model.seconds, 3),
-            extra_traced_x=round(traced / input_bytes, 3),
-            extra_rss_x=None if rss is None else round(rss / input_bytes, 3))
-        print(f"identity model  overlap {overlap:<4} tta {flips} flips: {tiles:3d} tiles, "
-              f"{seconds:6.2f} s/volume, extra memory {traced / input_bytes:.2f}x input "
-              f"(traced), {rss / input_bytes if rss is not None else float('nan'):.2f}x (RSS)")
+    memory = None
+    if not args.skip_memory:
+        memory = measure_memory()
+        print(f"extra peak memory, one volume at overlap 0.5, batch 4: numpy path "
+              f"{memory['numpy']['extra_x']:.2f}x the input, compiled path "
+              f"{memory['compiled']['extra_x']:.2f}x (input from numpy, copied for TensorFlow), "
+              f"{memory['compiled-aligned']['extra_x']:.2f}x (input from aligned_empty, shared); "
+              f"the output alone is {memory['compiled']['output_x']:.2f}x (load {load():.2f})",
+              flush=True)
 
-    unet = system_c_unet()
-    tiles_in = np.ascontiguousarray(
-        np.stack([volume[i * 40:i * 40 + PATCH[0], 40:200, 60:76] for i in
-                  range(args.batch_size)]))
-    _, warmup, warm_rss, _ = measure(lambda: unet.predict_on_batch(tiles_in), trace=False)
-    reps = 1 if args.quick else 3
-    _, seconds, _, _ = measure(lambda: [unet.predict_on_batch(tiles_in) for _ in range(reps)],
-                               trace=False)
-    per_tile = seconds / (reps * args.batch_size)
-    print(f"U-Net ({unet.count_params():,} parameters): {per_tile:.2f} s per tile "
-          f"(batch {args.batch_size}, {reps} timed calls after a {warmup:.1f} s first call; "
-          f"first call's extra RSS {warm_rss / 2**20 if warm_rss else float('nan'):.0f} MiB)")
+    onnx = None
+    if not args.skip_onnx:
+        with tempfile.TemporaryDirectory() as folder:
+            onnx = onnx_figures(model, volume, rows[-1]["compiled_s"], args.reps, Path(folder))
 
-    results = []
-    for overlap, tta in CONFIGS:
-        ident = identity[(overlap, tta)]
-        model_seconds = ident["tiles"] * ident["flips"] * per_tile
-        row = dict(ident, unet_seconds_per_tile=round(per_tile, 3))
-        if args.full:
-            timed = TimedModel(unet)
-            _, total, rss, _ = measure(
-                lambda: sliding_window_predict(timed, volume, PATCH, overlap, tta=tta,
-                                               batch_size=args.batch_size), trace=False)
-            row.update(unet_seconds=round(total, 2), unet_seconds_in_model=round(timed.seconds, 2),
-                       unet_extra_rss_x=None if rss is None else round(rss / input_bytes, 3),
-                       unet_measured=True,
-                       overhead_fraction=round((total - timed.seconds) / timed.seconds, 4))
-        else:
-            total = model_seconds + ident["seconds"]
-            row.update(unet_seconds=round(total, 1), unet_measured=False,
-                       overhead_fraction=round(ident["seconds"] / model_seconds, 4))
-        results.append(row)
-        print(f"U-Net           overlap {overlap:<4} tta {ident['flips']} flips: "
-              f"{row['unet_seconds']:8.1f} s/volume ({'measured' if args.full else 'estimated'}), "
-              f"tiling+blending {100 * row['overhead_fraction']:.2f}% of model time")
-
+    cohort = cohort_figures(model, args.cohort, args.workdir) if args.cohort else None
     print(json.dumps(dict(
-        volume_shape=SHAPE, input_bytes=input_bytes, patch=PATCH, batch_size=args.batch_size,
-        cpus=os.cpu_count(), unet_parameters=unet.count_params(),
-        unet_seconds_per_tile=round(per_tile, 3), unet_first_call_seconds=round(warmup, 2),
-        unet_batch_rss_bytes=warm_rss, configs=results,
-        max_overhead_fraction=max(r["overhead_fraction"] for r in results),
-        max_extra_traced_x=max(r["extra_traced_x"] for r in results))))
+        volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(), parameters=model.count_params(),
+        rows=rows, pointwise_rows=point_rows, memory=memory,
+        onnx=onnx, cohort=cohort, load=round(load(), 2))))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def predict_batch(model, batch):
 
 
 def select_output(result, output: Any = None, model=None) -> np.ndarray:
-    """One array out of a model result: ``output`` picks a head of a multi-output result."""
-    if isinstance(result, np.ndarray):
+    """One array (or tensor) out of a model result: ``output`` picks a head of a
+    multi-output result (a dict or a list)."""
+    if not isinstance(result, (dict, list, tuple)):
         return result
     if isinstance(result, dict):
         if output is None and len(result) == 1:

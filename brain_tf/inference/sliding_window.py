@@ -1,8 +1,13 @@
 """Whole-volume prediction with a patch model: tile, predict in batches, blend.
 
-Memory stays bounded: besides the volume itself, only the output array (one
-value per voxel and output channel), one batch of input tiles and one batch
-of output tiles are held. Tile weights are separable (see
+Keras models are predicted by one compiled TensorFlow function
+(:mod:`brain_tf.inference.compiled_window`); any other callable (a SavedModel
+signature, an ONNX Runtime session wrapper, a plain function) by the numpy
+loop below. Both use the same tiles and weights and give the same results.
+
+In the numpy loop, memory stays bounded: besides the volume itself, only the
+output array (one value per voxel and output channel), one batch of input
+tiles and one batch of output tiles are held. Tile weights are separable (see
 :mod:`brain_tf.inference.tiling`), so no full-size weight array and no final
 division are needed: each tile is added into the output with its final weight.
 """
@@ -16,6 +21,7 @@ import numpy as np
 
 from brain_tf.errors import ConfigError, DataError, ModelError
 from brain_tf.inference.calling import make_predictor
+from brain_tf.inference.compiled_window import compiled_window
 from brain_tf.inference.tiling import (
     axis_plan,
     blend_profile,
@@ -190,6 +196,7 @@ def sliding_window_predict(
     output_dtype: str = "float32",
     output=None,
     progress: bool = False,
+    compiled: bool | None = None,
 ) -> np.ndarray:
     """Predict a whole volume with a model trained on patches.
 
@@ -220,7 +227,11 @@ def sliding_window_predict(
         output_dtype: ``"float32"``, or ``"float16"`` to halve the output
             array (tiles are added into it directly; about 1e-3 relative error).
         output: which output of a multi-output model to use (key or index).
-        progress: show a ``keras.utils.Progbar`` over the tiles.
+        progress: show a ``keras.utils.Progbar`` over the tiles (the compiled
+            path reports once, when the volume is done).
+        compiled: ``None`` (default): the compiled TensorFlow function for Keras
+            models, the numpy loop for other callables; ``False``: the numpy
+            loop; ``True``: the compiled function (needs a Keras model).
 
     Returns:
         array (x, y, z, k) of ``output_dtype`` (float32 by default).
@@ -236,9 +247,10 @@ def sliding_window_predict(
         raise ConfigError(f"batch_size={batch_size}: must be at least 1")
     batch_size = int(batch_size)
 
-    predict = make_predictor(model, output)
-    if slice_axis is not None:
-        predict = _slice_predictor(predict, slice_axis)
+    is_keras = isinstance(model, keras.Model)
+    if compiled and not is_keras:
+        raise ModelError(f"compiled=True needs a Keras model, got {type(model).__name__}; "
+                         "leave compiled=None to predict other callables with the numpy loop")
     flips = flip_sets(tta, [a for a in range(3) if patch[a] > 1])
 
     plans = []
@@ -248,9 +260,20 @@ def sliding_window_predict(
     grid = [(a, b, c) for a in plans[0].values() for b in plans[1].values()
             for c in plans[2].values()]
 
+    bar = keras.utils.Progbar(len(grid), unit_name="tile") if progress else None
+    if is_keras and compiled is not False:
+        window = compiled_window(model, patch, min(batch_size, len(grid)), array.shape[3], flips,
+                                 output, slice_axis, output_dtype)
+        result = window(array, grid, pad_value)
+        if bar is not None:
+            bar.update(len(grid))
+        return result
+
+    predict = make_predictor(model, output)
+    if slice_axis is not None:
+        predict = _slice_predictor(predict, slice_axis)
     blender = _Blender(predict, spatial, patch, min(batch_size, len(grid)), array.shape[3],
                        flips, output_dtype)
-    bar = keras.utils.Progbar(len(grid), unit_name="tile") if progress else None
     for first in range(0, len(grid), batch_size):
         batch = grid[first:first + batch_size]
         for j, tile in enumerate(batch):

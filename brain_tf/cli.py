@@ -212,23 +212,39 @@ def _tissue_volumes_args(p):
 _tissue_volumes.add_arguments = _tissue_volumes_args
 
 
-@command("export", "write a finished run as a shipped model bundle (float16 weights)")
+@command("export", "export a finished run: an ONNX file, or a shipped model bundle")
 def _export(args):
     from pathlib import Path
 
-    from brain_tf.training.bundle import write_bundle
     from brain_tf.training.run import RunFolder
 
+    if not (args.onnx or args.pretrained):
+        raise ConfigError("export needs --onnx FILE.onnx and/or --pretrained FOLDER")
     run = RunFolder.open(args.run)
-    card = Path(args.card).read_text() if args.card else f"# {run.path.name}\n"
-    out = write_bundle(run, args.pretrained, run.load_model(), card)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"wrote {out} ({size:.1f} MB)")
+    run.require_complete()
+    model = run.load_model(compile=False)
+    if args.onnx:
+        import numpy as np
+
+        from brain_tf.inference.onnx_model import export_onnx
+
+        shape = [1] + [int(n) for n in model.input_shape[1:]]
+        tile = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        print(f"wrote {export_onnx(model, args.onnx, sample=tile)} (ONNX Runtime gives the "
+              "Keras outputs within 1e-4 on a tile)")
+    if args.pretrained:
+        from brain_tf.training.bundle import write_bundle
+
+        card = Path(args.card).read_text() if args.card else f"# {run.path.name}\n"
+        out = write_bundle(run, args.pretrained, model, card)
+        size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+        print(f"wrote {out} ({size:.1f} MB)")
 
 
 def _export_args(p):
     p.add_argument("run", help="a finished run folder")
-    p.add_argument("--pretrained", required=True, help="bundle folder to write")
+    p.add_argument("--onnx", help="ONNX file to write (needs pip install 'brain_tf[onnx]')")
+    p.add_argument("--pretrained", help="bundle folder to write (float16 weights)")
     p.add_argument("--card", help="MODEL_CARD.md to put in the bundle")
 
 
@@ -306,9 +322,12 @@ def _task_arguments(tp, task) -> None:
         predict.add_argument("--support", metavar="DIR_OR_CSV",
                              help="few-shot runs: labelled slices to label the inputs by, a "
                                   "folder named like the dataset's files or a CSV of file,class")
+    if task.family_name == "segmentation":
+        predict.add_argument("--skip-existing", action="store_true",
+                             help="leave out scans whose outputs exist (continue a cohort)")
     predict.set_defaults(_fn=lambda a, t=task: t.predict(
         a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None),
-        support=getattr(a, "support", None)))
+        support=getattr(a, "support", None), skip_existing=getattr(a, "skip_existing", False)))
 
 
 def _train(task, args):

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -94,3 +95,30 @@ def test_wrong_channel_count_is_named_before_the_model_loads(trained, tmp_path):
         f"error: {three}: 3 channel(s) found; this model expects 4 (FLAIR, T1w, T1gd, T2w): "
         "give one 4D file or 4 comma-separated 3D files in that order"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cohort_continues_with_skip_existing(trained, tmp_path):
+    root, run = trained
+    scans = [str(p) for p in sorted((root / "data" / "imagesTr").glob("BRATS_*.nii.gz"))[:3]]
+    task = TASKS["tumor-segmentation"]
+    first = task.predict(run.path, scans[:2], tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    first[0].unlink()  # as if the run had stopped before this scan was written
+    again = task.predict(run.path, scans, tmp_path, skip_existing=True)
+    assert [p.name for p in again] == [Path(s).name.replace(".nii.gz", "_seg.nii.gz")
+                                       for s in scans]
+    assert all(p.exists() for p in again)
+    assert again[1].stat().st_mtime_ns == stamps[first[1]]  # left as it was
+    assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written
+
+
+def test_export_onnx_gives_the_keras_outputs(trained, tmp_path):
+    from brain_tf.cli import main
+    from brain_tf.inference.onnx_model import OnnxPredictor
+
+    _, run = trained
+    assert main(["export", str(run.path), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    model = run.load_model()
+    tile = np.random.default_rng(1).normal(size=(1,) + model.input_shape[1:]).astype("float32")
+    np.testing.assert_allclose(OnnxPredictor(tmp_path / "m.onnx")(tile),
+                               model.predict_on_batch(tile), atol=1e-4)

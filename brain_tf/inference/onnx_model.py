@@ -96,6 +96,8 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, sample=None,
     if not model.built:
         raise ModelError(f"model {model.name!r} is not built: call it once on a batch (or build "
                          "it) before exporting to ONNX")
+    if sample is not None:
+        model(np.asarray(sample, np.float32))  # Keras exports only a model that was called
     with atomic_path(path) as tmp:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary name

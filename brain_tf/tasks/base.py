@@ -99,10 +99,12 @@ class Task:
 
         return runner.evaluate(self, run, root=root)
 
-    def predict(self, model, inputs, out, uncertainty: bool = False, masks=None, support=None):
+    def predict(self, model, inputs, out, uncertainty: bool = False, masks=None, support=None,
+                skip_existing: bool = False):
         from brain_tf.training import runner
 
-        return runner.predict(self, model, inputs, out, uncertainty, masks, support)
+        return runner.predict(self, model, inputs, out, uncertainty, masks, support,
+                              skip_existing)
 
 
 TASKS: dict[str, Task] = {}

@@ -12,6 +12,7 @@ shape, affine and voxel order whatever its orientation; a given brain mask restr
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation import segmentation_metrics
 from brain_tf.evaluation.summaries import segmentation_lines, segmentation_summary
 from brain_tf.evaluation.volumes import predicted_and_reference, volume_errors
+from brain_tf.inference.cohort import run_cohort
 from brain_tf.inference.segment import Segmenter
 from brain_tf.io import Volume, load_modalities, load_volume, read_shape, save_volume
 from brain_tf.io.tables import input_name
@@ -173,31 +175,55 @@ class Segmentation(Family):
             items.append((paths, mask))
         return items
 
-    def segment(self, ctx, model, volume, mask=None) -> np.ndarray:
-        """Class indices of a loaded scan on its own grid (a needed brain mask that is not
-        given comes from ``preprocess.mask_model``); a given mask restricts them."""
-        cfg = ctx.config
-        if mask is None and _needs_mask(cfg.preprocess):
-            mask = brain_mask(volume, cfg.preprocess.mask_model)
-        pre = preprocess_subject(volume, None, mask, cfg.preprocess.to_dict(),
+    def prepare_scan(self, ctx, volume, mask=None):
+        """``(volume, mask, preprocessed)``: a needed brain mask that is not given comes
+        from ``preprocess.mask_model``."""
+        if mask is None and _needs_mask(ctx.config.preprocess):
+            mask = brain_mask(volume, ctx.config.preprocess.mask_model)
+        pre = preprocess_subject(volume, None, mask, ctx.config.preprocess.to_dict(),
                                  subject=volume.path or "")
+        return volume, mask, pre
+
+    def segment_prepared(self, ctx, model, prepared) -> np.ndarray:
+        """Class indices of a prepared scan on its file's grid (a mask restricts them)."""
+        volume, mask, pre = prepared
         grid = volume.file_grid
-        indices = Segmenter.from_config(cfg, len(ctx.learned["labels"])).on_input_grid(
+        indices = Segmenter.from_config(ctx.config, len(ctx.learned["labels"])).on_input_grid(
             model, pre.image, pre.affine, grid)
         return indices if mask is None else restrict_to_mask(indices, mask, grid)
 
+    def segment(self, ctx, model, volume, mask=None) -> np.ndarray:
+        """Class indices of a loaded scan on its own grid."""
+        return self.segment_prepared(ctx, model, self.prepare_scan(ctx, volume, mask))
+
     def predict(self, ctx, model, items, out, options):
-        values = list(ctx.learned["labels"].values())
-        written = []
-        for paths, mask_path in items:
-            volume = load_modalities(paths)
+        """The outputs of every scan, as a pipeline: the next scans are read and
+        preprocessed while one is predicted, and outputs are written behind it
+        (:func:`brain_tf.inference.cohort.run_cohort`; ``skip_existing`` continues a
+        cohort)."""
+        values, kinds = list(ctx.learned["labels"].values()), ctx.config.inference.write
+
+        def stem(item):
+            return out / input_name(item[0][0])
+
+        def prepare(item):
+            paths, mask_path = item
             mask = load_volume(mask_path, ndim=3) if mask_path else None
-            indices = self.segment(ctx, model, volume, mask)
-            files = _write_outputs(ctx.config.inference.write, indices, values, volume,
-                                   volume.file_grid, out / input_name(paths[0]))
-            print(f"{paths[0]} -> {', '.join(map(str, files))}")
-            written += files
-        return written
+            return self.prepare_scan(ctx, load_modalities(paths), mask)
+
+        def write(item, result):
+            _write_outputs(kinds, result[1], values, result[0], result[0].file_grid, stem(item))
+
+        def outputs(item):
+            return [Path(f"{stem(item)}_{kind}.nii.gz") for kind in kinds]
+
+        result = run_cohort(items, prepare,
+                            lambda p: (p[0], self.segment_prepared(ctx, model, p)), write,
+                            outputs, skip_existing=options.skip_existing,
+                            name=lambda item: item[0][0])
+        print(f"{len(result.done)} scans predicted into {out} in {result.seconds:.1f} s"
+              + (f" ({len(result.skipped)} done before, left out)" if result.skipped else ""))
+        return [path for item in items for path in outputs(item)]
 
 
 def check_mask_model(pre, where: str) -> None:

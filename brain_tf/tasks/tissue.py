@@ -25,7 +25,9 @@ on images generated from the phantoms' fine label maps (``brain-tf synth phantom
 random per-structure intensities, resolution, bias, noise and deformation
 (``[augment] preset = "synth"``), skull-stripped, at 1.5 mm on the scan's own field of
 view, one input channel of any contrast, percentile-normalised over the whole
-(masked) image as the generator normalises a patch. At prediction the brain mask is
+(masked) image as the generator normalises a patch. The structures of one tissue share
+an intensity in each generated image (``PHANTOM_SHARED``), which keeps the contrasts as
+varied as real ones but the task learnable in few steps. At prediction the brain mask is
 ``--mask`` or comes from the brain-extraction model (``preprocess.mask_model``, the shipped
 ``pretrained:brain``). Its fine labels are grouped into background / CSF / GM / WM
 (``PHANTOM_TISSUE``).
@@ -73,6 +75,11 @@ PHANTOM_TISSUE = {"background": [0, 1, 2, 3, 4, 5, 6, 7], "csf": [8, 9, 10],
                   "gm": [11, 14, 17, 18, 19, 20, 21, 22, 23],
                   "wm": [12, 13, 15, 16, 24, 25, 26, 27]}
 PHANTOM_HEAD = [1, 2, 3, 4, 5, 6, 7]
+#: Structures that share one random intensity per generated image: the CSF spaces, the
+#: cortical grey matter (cerebral and cerebellar cortex, hippocampi, amygdalae) and the
+#: white matter (cerebral, corpus callosum, cerebellar, brainstem); the deep grey nuclei
+#: get their own, as they differ from cortex and from each other in real contrasts.
+PHANTOM_SHARED = [[8, 9, 10], [11, 14, 21, 22, 23], [12, 13, 15, 16]]
 
 SYNTH = {
     "data": {"spec": "data/phantoms/spec.toml", "images": ["T1w"],
@@ -83,7 +90,8 @@ SYNTH = {
                    "mask": "given", "apply_mask": True},
     "sampler": {"patch_size": [80, 80, 80], "mode": "rejection", "max_background": 0.7,
                 "max_tries": 20, "patches_per_subject": 2},
-    "augment": {"preset": "synth", "synth_strip_labels": PHANTOM_HEAD, "synth_strip_p": 1.0},
+    "augment": {"preset": "synth", "synth_strip_labels": PHANTOM_HEAD, "synth_strip_p": 1.0,
+                "synth_groups": PHANTOM_SHARED},
     "model": {"depth": 4, "base_filters": 16, "pool_size": [2, 2, 2], "norm": "instance"},
     "loss": {"class": "DiceCELoss", "include_background": False,
              "output_activation": "softmax"},

@@ -140,8 +140,8 @@ class RunFolder:
                 model.export(str(tmp), verbose=False)
         return self.path / "model.keras"
 
-    def load_model(self, name: str = "model.keras"):
-        return load_keras_model(self.path / name)
+    def load_model(self, name: str = "model.keras", compile: bool = True):
+        return load_keras_model(self.path / name, compile=compile)
 
     @property
     def history(self) -> pd.DataFrame:

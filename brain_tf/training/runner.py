@@ -57,6 +57,7 @@ class PredictOptions:
     masks: list | None = None
     uncertainty: bool = False
     support: str | None = None
+    skip_existing: bool = False  # leave out inputs whose outputs exist (a cohort continued)
 
 
 @dataclasses.dataclass
@@ -326,13 +327,14 @@ def model_run(model_path) -> tuple[RunFolder, Path]:
 
 
 def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None,
-            support=None) -> list[Path]:
+            support=None, skip_existing: bool = False) -> list[Path]:
     """Predict new files with a trained run. Inputs are checked before the model loads."""
     run, path = model_run(model_path)
     config = task.load_config(run)
     ctx = Context(task, config, learned=run.load_learned())
     family = task.family(config.preset)
-    options = PredictOptions(masks=masks, uncertainty=uncertainty, support=support)
+    options = PredictOptions(masks=masks, uncertainty=uncertainty, support=support,
+                             skip_existing=skip_existing)
     if support is not None and not family.takes_support:
         raise ConfigError(f"{run.path}: --support needs a run of a few-shot preset (siamese); "
                           f"this run's preset is {config.preset!r}")

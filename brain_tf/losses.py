@@ -256,8 +256,22 @@ def _broadcast_to_batch(value, y_pred):
     return ops.broadcast_to(value, ops.shape(y_pred)[:1])
 
 
+class _MarginLoss(keras.losses.Loss):
+    """A metric-learning loss with a positive ``margin`` (kept in its config)."""
+
+    def __init__(self, margin: float, name: str, reduction: str = "sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if margin <= 0:
+            raise ConfigError(f"{type(self).__name__} margin must be positive, got {margin}")
+        self.margin = float(margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
 @keras.saving.register_keras_serializable(package="brain_tf")
-class ContrastiveLoss(keras.losses.Loss):
+class ContrastiveLoss(_MarginLoss):
     """Contrastive loss over every pair of a batch: ``d^2`` for two samples of one class,
     ``max(0, margin - d)^2`` for two of different classes (``d`` the Euclidean distance
     of their embeddings), averaged over the ``batch (batch - 1) / 2`` pairs. The batch's
@@ -267,12 +281,8 @@ class ContrastiveLoss(keras.losses.Loss):
     distances lie in [0, 2]).
     """
 
-    def __init__(self, margin: float = 1.0, name: str = "contrastive_loss",
-                 reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if margin <= 0:
-            raise ConfigError(f"ContrastiveLoss margin must be positive, got {margin}")
-        self.margin = float(margin)
+    def __init__(self, margin: float = 1.0, name: str = "contrastive_loss", **kwargs):
+        super().__init__(margin, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
         d = pairwise_distances(y_pred)
@@ -281,26 +291,17 @@ class ContrastiveLoss(keras.losses.Loss):
         pairs = ops.sum(same + different)
         return _broadcast_to_batch(ops.sum(per_pair) / ops.maximum(pairs, 1.0), y_pred)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(margin=self.margin)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="brain_tf")
-class TripletSemiHardLoss(keras.losses.Loss):
+class TripletSemiHardLoss(_MarginLoss):
     """Triplet loss with semi-hard negatives mined inside the batch (FaceNet's rule):
     ``max(0, margin + d(a, p) - d(a, n))`` for every anchor-positive pair ``(a, p)`` of
     the batch, ``n`` its negative from :func:`semi_hard_negatives`, averaged over those
     pairs (0 for a batch without any). The batch's loss is returned for every sample.
     """
 
-    def __init__(self, margin: float = 0.2, name: str = "triplet_semi_hard_loss",
-                 reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if margin <= 0:
-            raise ConfigError(f"TripletSemiHardLoss margin must be positive, got {margin}")
-        self.margin = float(margin)
+    def __init__(self, margin: float = 0.2, name: str = "triplet_semi_hard_loss", **kwargs):
+        super().__init__(margin, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
         d = pairwise_distances(y_pred)
@@ -310,11 +311,6 @@ class TripletSemiHardLoss(keras.losses.Loss):
         per_triplet = ops.relu(self.margin + d - d_an) * valid
         loss = ops.sum(per_triplet) / ops.maximum(ops.sum(valid), 1.0)
         return _broadcast_to_batch(loss, y_pred)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(margin=self.margin)
-        return config
 
 
 LOSSES = {cls.__name__: cls for cls in (SoftDiceLoss, WeightedCrossEntropy, DiceCELoss,

@@ -208,3 +208,17 @@ def test_a_run_killed_while_saving_resumes_without_training_again(spec, tmp_path
     assert (run / "history.csv").read_bytes() == history  # no epoch trained again
     assert done.is_complete and (run / "model.keras").exists()
     assert not (run / "backup").exists()
+
+
+def test_bad_data_stops_training_before_the_run_folder_exists(spec, tmp_path):
+    from brain_tf.errors import DataError
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(spec).parent, data)
+    label = sorted((data / "labelsTr").glob("*.nii.gz"))[2]
+    label.write_bytes(label.read_bytes()[:200])  # truncated
+    config = TASKS["tumor-segmentation"].config("small", {**TINY, "data": {
+        "spec": str(data / "spec.toml")}})
+    with pytest.raises(DataError, match=label.name):
+        TASKS["tumor-segmentation"].train(config, run_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -59,10 +59,12 @@ class RunFolder:
 
     @classmethod
     def create(cls, task: str, run_id: str | None = None,
-               base: str | os.PathLike = DEFAULT_BASE) -> "RunFolder":
+               base: str | os.PathLike = DEFAULT_BASE, create: bool = True) -> "RunFolder":
+        """``base/task/run_id`` (default id: the time), made unless ``create=False``."""
         run_id = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run = cls(Path(base) / task / run_id)
-        run.path.mkdir(parents=True, exist_ok=True)
+        if create:
+            run.path.mkdir(parents=True, exist_ok=True)
         return run
 
     @classmethod

@@ -194,33 +194,33 @@ def checked(manifest: pd.DataFrame, spec, skip_bad: bool = False) -> pd.DataFram
     return report.keep(manifest)
 
 
-def _run_folder(config: RunConfig, run_dir, force: bool) -> tuple[RunFolder, bool]:
-    """The run folder to train in and whether a finished run there is to be kept."""
+def _run_folder(config: RunConfig, run_dir, force: bool) -> tuple[RunFolder, str]:
+    """The run folder to train in and its state: "new", "resume" (an unfinished run of
+    the same config), "force" (to be emptied) or "finished" (to be left alone). Nothing
+    is written here."""
     from brain_tf.distribute import get_strategy, is_chief, is_multi_worker
 
     if "training" in config and is_multi_worker(get_strategy(config.training.strategy)) \
             and not is_chief():
-        return RunFolder(_worker_folder()), False
+        return RunFolder(_worker_folder()), "new"
     if not run_dir:
-        return RunFolder.create(config.task), False
+        return RunFolder.create(config.task, create=False), "new"
     run = RunFolder(run_dir)
     if not run.path.exists() or not any(run.path.iterdir()):
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run, False
+        return run, "new"
     if force:
-        run.clear()
-        return run, False
+        return run, "force"
     if not (run / "config.toml").exists():
         raise ModelError(f"{run.path}: the folder is not empty and holds no brain_tf run; "
                          "choose another --run-dir")
     if run.is_complete:
-        return run, True
+        return run, "finished"
     from brain_tf.config import dumps_toml
 
     if (run / "config.toml").read_text() != dumps_toml(config.to_dict()):
         raise ModelError(f"{run.path}: holds an unfinished run with another configuration; "
                          "rerun its own command to resume it, or pass --force to start over")
-    return run, False
+    return run, "resume"
 
 
 def _worker_folder() -> Path:
@@ -247,6 +247,11 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
     if "training" in config:  # a Keras model (the age-feature regressors have none)
         get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
         seed_everything(config.data.seed, config.training.deterministic)
+    run, state = _run_folder(config, run_dir, force)
+    if state == "finished":
+        print(f"{run.path} holds a finished run; left as it is (pass --force to train it "
+              "again from scratch)")
+        return run
     spec, manifest = load_manifest(config)
     manifest = checked(manifest, spec, config.data.skip_bad)
     ctx = Context(task, config, spec, manifest)
@@ -255,14 +260,12 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
             raise DataError(f"{spec.path}: the {split} split is empty ({len(manifest)} "
                             "samples); add subjects or change data.fractions")
     ctx.learned = family.learn(ctx)
-    run, finished = _run_folder(config, run_dir, force)
-    if finished:
-        print(f"{run.path} holds a finished run; left as it is (pass --force to train it "
-              "again from scratch)")
-        return run
     prepared = family.prepare(ctx)
     if prepared.model is not None:
         ctx.learned["model"] = model_shape(prepared.model)
+    if state == "force":
+        run.clear()
+    run.path.mkdir(parents=True, exist_ok=True)  # the first write into the run folder
     run.save_config(config.to_dict())
     run.save_learned(ctx.learned)
     run.save_splits(manifest)

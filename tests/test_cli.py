@@ -10,19 +10,23 @@ def test_predict_passes_one_mask_per_input(monkeypatch, tmp_path):
     calls = []
     task = TASKS["tissue-segmentation"]
 
-    def fake_predict(model, inputs, out, uncertainty=False, masks=None, support=None):
-        calls.append(((model, inputs, out), {"uncertainty": uncertainty, "masks": masks}))
+    def fake_predict(model, inputs, out, uncertainty=False, masks=None, support=None,
+                     skip_existing=False):
+        calls.append(((model, inputs, out), {"uncertainty": uncertainty, "masks": masks,
+                                             "skip_existing": skip_existing}))
         return 0
 
     monkeypatch.setattr(task, "predict", fake_predict)
     assert main(["tissue-segmentation", "predict", "--model", "RUN", "a.nii.gz", "b.nii.gz",
                  "--mask", "ma.nii.gz", "mb.nii.gz", "--out", str(tmp_path)]) == 0
     assert calls == [(("RUN", ["a.nii.gz", "b.nii.gz"], str(tmp_path)),
-                      {"uncertainty": False, "masks": ["ma.nii.gz", "mb.nii.gz"]})]
+                      {"uncertainty": False, "masks": ["ma.nii.gz", "mb.nii.gz"],
+                       "skip_existing": False})]
     calls.clear()
     assert main(["tissue-segmentation", "predict", "--model", "RUN", "a.nii.gz",
-                 "--out", str(tmp_path), "--uncertainty"]) == 0
-    assert calls == [(("RUN", ["a.nii.gz"], str(tmp_path)), {"uncertainty": True, "masks": None})]
+                 "--out", str(tmp_path), "--uncertainty", "--skip-existing"]) == 0
+    assert calls == [(("RUN", ["a.nii.gz"], str(tmp_path)),
+                      {"uncertainty": True, "masks": None, "skip_existing": True})]
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

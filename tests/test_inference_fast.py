@@ -270,11 +270,12 @@ def test_onnx_predictor_inside_sliding_window(onnx_file, heads, volume):
 
 
 def test_onnx_errors(tmp_path, monkeypatch, heads):
-    pytest.importorskip("onnxruntime")
-    with pytest.raises(ModelError, match="no such ONNX file"):
-        OnnxPredictor(tmp_path / "missing.onnx")
     with pytest.raises(ModelError, match=r"\.onnx"):
         export_onnx(heads["softmax"], tmp_path / "model.h5")
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if the onnx extra were not installed
+    with pytest.raises(ModelError, match=r"model\.onnx: exporting to ONNX needs tf2onnx"):
+        export_onnx(heads["softmax"], tmp_path / "model.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ModelError, match="onnxruntime is not installed"):
         OnnxPredictor(tmp_path / "missing.onnx")

@@ -113,6 +113,8 @@ def test_a_cohort_continues_with_skip_existing(trained, tmp_path):
 
 
 def test_export_onnx_gives_the_keras_outputs(trained, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
     from brain_tf.cli import main
     from brain_tf.inference.onnx_model import OnnxPredictor
 

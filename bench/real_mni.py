@@ -1,6 +1,7 @@
 """Tissue segmentation and brain extraction on the real MNI ICBM152 2009a T1 (evaluation only).
 
-    python bench/real_mni.py --tissue RUN [--brain RUN] [--step 1] [--variants] [--out DIR]
+    python bench/real_mni.py --tissue RUN [--brain RUN] [--step 1] [--variants]
+                             [--phantoms DIR] [--out DIR]
 
 RUN is a run folder (``models/tissue-segmentation/...``) or a shipped model
 (``pretrained:tissue``, ``pretrained:brain``). Each scan goes through the same path as
@@ -12,7 +13,9 @@ RUN is a run folder (``models/tissue-segmentation/...``) or a shipped model
   gamma, V-shaped) and degraded versions (5 mm slices, a bias field, Rician noise, a head
   rotated 15 degrees, a cropped field of view), with the seconds each prediction took;
 - brain extraction: the fraction of the template's brain (T1 > 0.2) inside the predicted
-  mask, the mask's Dice, and the same on the variants.
+  mask, the mask's Dice, and the same on the variants; with ``--phantoms DIR`` (a
+  ``brain-tf synth phantoms`` folder the model never saw, e.g. ``--seed 99``) also the
+  mask Dice on its full-head scans of every contrast (T1w, T2w, PDw, FLAIR).
 
 Nothing is fitted to the template: it is the yardstick.
 """
@@ -71,6 +74,25 @@ def brain(model: str, ref, work: Path, variants: bool) -> None:
               flush=True)
 
 
+def held_out_phantoms(model: str, folder: Path, work: Path) -> None:
+    print(f"\nbrain extraction on held-out full-head phantoms ({folder}):")
+    scores: dict[str, list[float]] = {}
+    for mask_path in sorted((folder / "masks").glob("sub-*_brain_mask.nii.gz")):
+        subject = mask_path.name.split("_")[0]
+        truth = np.asarray(load_volume(mask_path, dtype=None).array) > 0
+        scans = sorted((folder / "images").glob(f"{subject}_*.nii.gz"))
+        written = TASKS["brain-extraction"].predict(model, [str(s) for s in scans],
+                                                    work / "phantoms")
+        masks = [p for p in written if p.name.endswith("_mask.nii.gz")]
+        for scan, path in zip(scans, masks):
+            contrast_name = scan.name[len(subject) + 1:].split(".")[0]
+            mask = np.asarray(load_volume(path, dtype=None).array) > 0
+            scores.setdefault(contrast_name, []).append(dice(mask, truth))
+    for name, values in scores.items():
+        print(f"  {name:<8} mask Dice mean {np.mean(values):.3f}, worst {np.min(values):.3f} "
+              f"({len(values)} subjects)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tissue", help="tissue-segmentation run or pretrained:tissue")
@@ -78,6 +100,8 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=1, help="2: the template at 2 mm")
     parser.add_argument("--variants", action="store_true",
                         help="also other contrasts and degraded scans")
+    parser.add_argument("--phantoms", help="held-out 'brain-tf synth phantoms' folder "
+                        "(with --brain)")
     parser.add_argument("--out", help="keep the predictions here (default: a temporary folder)")
     args = parser.parse_args()
     if not (args.tissue or args.brain):
@@ -92,6 +116,8 @@ def main() -> None:
             tissue(args.tissue, ref, work, args.variants)
         if args.brain:
             brain(args.brain, ref, work, args.variants)
+            if args.phantoms:
+                held_out_phantoms(args.brain, Path(args.phantoms), work)
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

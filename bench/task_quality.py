@@ -19,6 +19,7 @@ from pathlib import Path
 
 from brain_tf.data.synthetic import synthesize
 from brain_tf.tasks import TASKS
+from brain_tf.tasks.base import SCHEMAS
 
 # Subjects (patients) written per layout: enough for a useful test split.
 SUBJECTS = {"msd_brats": 10, "camcan": 40, "ixi": 60, "adni_hippocampus": 30,
@@ -45,8 +46,10 @@ def run_task(name: str, out: Path, subjects: int | None) -> dict:
     data = out / layout
     if not (data / "spec.toml").exists():
         synthesize(layout, data, subjects=count, seed=0)
-    config = task.config(preset, {"data": {"spec": str(data / "spec.toml")},
-                                  "training": {"verbose": 0}})
+    overrides = {"data": {"spec": str(data / "spec.toml")}}
+    if "training" in SCHEMAS[task.family_of(preset)]:  # the features approach has none
+        overrides["training"] = {"verbose": 0}
+    config = task.config(preset, overrides)
     start = time.perf_counter()
     run = task.train(config, run_dir=str(out / "runs" / f"{name}-{preset}"))
     minutes = (time.perf_counter() - start) / 60

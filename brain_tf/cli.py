@@ -253,16 +253,16 @@ _export.add_arguments = _export_args
 
 @command("demo", "the quick start: synthetic BraTS data, train the tumour U-Net, evaluate, predict")
 def _demo(args):
-    from brain_tf.demo import run_demo
+    from brain_tf.demo import EPOCHS, run_demo
 
-    run_demo(out=args.out, runs=args.runs, subjects=args.subjects, epochs=args.epochs)
+    run_demo(out=args.out, runs=args.runs, subjects=args.subjects, epochs=args.epochs or EPOCHS)
 
 
 def _demo_args(p):
     p.add_argument("--out", default="demo_data", help="folder for synthetic data and predictions")
     p.add_argument("--runs", default="models", help="where run folders go")
     p.add_argument("--subjects", type=_count(3), default=10)
-    p.add_argument("--epochs", type=_count(1), help="override the preset's epochs")
+    p.add_argument("--epochs", type=_count(1), help="training epochs (default 20)")
 
 
 _demo.add_arguments = _demo_args
@@ -310,7 +310,9 @@ def _task_arguments(tp, task) -> None:
     evaluate.add_argument("--root", help="dataset folder (if it moved since training)")
     evaluate.set_defaults(_fn=lambda a, t=task: t.evaluate(a.run, root=a.root))
     predict = actions.add_parser("predict", help="predict files with a trained run")
-    predict.add_argument("--model", required=True, help="run folder or its saved_model/")
+    predict.add_argument("--model", required=True,
+                         help="run folder, its saved_model/, or a shipped model "
+                              "(pretrained:tissue, pretrained:brain)")
     predict.add_argument("inputs", nargs="+", help="input files (NIfTI or images)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--uncertainty", action="store_true",

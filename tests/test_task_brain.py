@@ -62,3 +62,29 @@ def test_predict_writes_the_mask_and_the_stripped_image_on_the_input_grid(traine
     assert set(np.unique(m)) <= {0, 1} and 0 < m.mean() < 0.6
     np.testing.assert_allclose(np.asarray(brain.dataobj), np.asarray(moved.dataobj) * m,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_bundle_predicts_what_its_run_predicts(trained, tmp_path):
+    from brain_tf.cli import main
+
+    root, run = trained
+    card = tmp_path / "card.md"
+    card.write_text("# brain\n")
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(run.path), "--pretrained", str(bundle), "--card", str(card)]) == 0
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "MODEL_CARD.md", "complete.json", "config.toml", "learned.json", "weights.npz"]
+    assert (bundle / "MODEL_CARD.md").read_text() == "# brain\n"
+    scan = str(sorted((root / "data" / "images").glob("*.nii.gz"))[1])
+    task = TASKS["brain-extraction"]
+    from_run = np.asarray(nib.load(str(task.predict(run.path, [scan], tmp_path / "a")[0])).dataobj)
+    from_bundle = np.asarray(nib.load(str(task.predict(bundle, [scan], tmp_path / "b")[0])).dataobj)
+    assert from_run.sum() > 0
+    assert np.mean(from_run == from_bundle) > 0.999  # float16 weights change (almost) nothing
+
+
+def test_an_unknown_shipped_model_is_named(tmp_path):
+    from brain_tf.errors import ModelError
+
+    with pytest.raises(ModelError, match="pretrained:nope: no such shipped model"):
+        TASKS["brain-extraction"].predict("pretrained:nope", ["a.nii.gz"], tmp_path)

@@ -18,7 +18,9 @@ same grid, a 4-level ResUNet with 8/16/32/64 filters, 2x2x2 pooling and instance
 epochs, light augmentation; whole volumes predicted with overlapping 32^3 windows.
 
 Predicting needs the brain mask the model was trained with: one per input (``--mask``);
-without it a mask is computed from the image (``preprocess.mask = "auto"``).
+without it the shipped brain-extraction model computes one (``preprocess.mask_model``,
+``pretrained:brain``). ``small`` trains and predicts with a threshold-and-morphology mask
+instead (``preprocess.mask = "auto"``), which is enough for the phantoms.
 
 ``synth`` is the contrast-agnostic model (the shipped ``pretrained:tissue``): trained only
 on images generated from the phantoms' fine label maps (``brain-tf synth phantoms``) with
@@ -41,7 +43,7 @@ _DICE = {"class": "DiceCoefficient", "output_activation": "softmax",
 DEFAULT = {
     "data": {"spec": "camcan", "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
     "preprocess": {"spacing": [3.0, 3.0, 3.0], "shape": [64, 64, 64], "order": 3,
-                   "normalise": "zscore_mask", "mask": "auto", "apply_mask": True},
+                   "normalise": "zscore_mask", "mask": "given", "apply_mask": True},
     "sampler": {"patch_size": [64, 64, 64], "mode": "uniform", "patches_per_subject": 1},
     "model": {"name": "resunet3d", "depth": 5, "base_filters": 32, "norm": "batch",
               "pool_size": [2, 2, 1], "upsampling": "transpose",
@@ -58,6 +60,7 @@ DEFAULT = {
 
 SMALL = {
     "data": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
+    "preprocess": {"mask": "auto"},
     "sampler": {"patch_size": [32, 32, 32], "mode": "rejection", "max_background": 0.8,
                 "max_tries": 50, "patches_per_subject": 4},
     "augment": {"preset": "camcan"},

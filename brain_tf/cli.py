@@ -220,6 +220,8 @@ def _export(args):
 
     if not (args.onnx or args.pretrained):
         raise ConfigError("export needs --onnx FILE.onnx and/or --pretrained FOLDER")
+    if args.card and not Path(args.card).is_file():
+        raise ConfigError(f"{args.card}: no such model card file (--card MODEL_CARD.md)")
     run = RunFolder.open(args.run)
     run.require_complete()
     model = run.load_model(compile=False)

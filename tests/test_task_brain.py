@@ -88,3 +88,13 @@ def test_an_unknown_shipped_model_is_named(tmp_path):
 
     with pytest.raises(ModelError, match="pretrained:nope: no such shipped model"):
         TASKS["brain-extraction"].predict("pretrained:nope", ["a.nii.gz"], tmp_path)
+
+
+def test_export_names_a_missing_card_before_writing(trained, tmp_path, capsys):
+    from brain_tf.cli import main
+
+    _, run = trained
+    assert main(["export", str(run.path), "--pretrained", str(tmp_path / "b"),
+                 "--card", str(tmp_path / "missing.md")]) == 2
+    assert "missing.md: no such model card file" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -22,6 +22,7 @@ evaluation on the test split only, and the completion marker.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from pathlib import Path
@@ -72,8 +73,9 @@ class Prepared:
     metrics: Any = None
 
 
-class Family:
-    """The hooks of one kind of task (see the module docstring)."""
+class Family(abc.ABC):
+    """The hooks of one kind of task (see the module docstring); every family says how
+    it prepares training, scores the test split and predicts new inputs."""
 
     per_item_csv = "test_items.csv"
     takes_support = False  # predict labels inputs from a support set (--support)
@@ -81,8 +83,9 @@ class Family:
     def learn(self, ctx: Context) -> dict:
         return {}
 
+    @abc.abstractmethod
     def prepare(self, ctx: Context) -> Prepared:
-        raise NotImplementedError(f"{type(self).__name__} must say how it prepares training")
+        """Datasets and the compiled model of a new run."""
 
     def fit(self, ctx: Context, prepared: Prepared, run: RunFolder):
         from brain_tf.pipeline.errors import pipeline_errors
@@ -115,16 +118,18 @@ class Family:
             return bundle.load_bundle(path, lambda: build_model_of(ctx))
         return SavedModelPredictor(path)
 
+    @abc.abstractmethod
     def score(self, ctx: Context, model, rows: pd.DataFrame, run: RunFolder
               ) -> tuple[pd.DataFrame, dict, list[str]]:
-        raise NotImplementedError(f"{type(self).__name__} must say how it scores")
+        """Per-item table, metrics.json entries and printable lines of the test split."""
 
     def inputs(self, ctx: Context, inputs, options: PredictOptions) -> list:
         return list(inputs)
 
+    @abc.abstractmethod
     def predict(self, ctx: Context, model, items: list, out: Path, options: PredictOptions
                 ) -> list[Path]:
-        raise NotImplementedError(f"{type(self).__name__} must say how it predicts")
+        """Write the outputs of checked inputs into ``out``; the paths written."""
 
 
 def model_shape(model) -> dict:

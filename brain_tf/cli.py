@@ -8,6 +8,7 @@
     brain-tf split --spec X.toml --out F     patient-level train/val/test split to CSV
     brain-tf shard --spec X.toml --out DIR   preprocessed subjects to TFRecord shards
     brain-tf tissue-volumes MAPS --out F     CSF/GM/WM volumes of label maps
+    brain-tf bids BIDS_DIR OUT participant   BIDS App (then ... group: volumes.tsv, report)
     brain-tf demo                            the quick-start job on synthetic data
 
 Help and argument errors come back without loading TensorFlow: only the arguments of the
@@ -251,6 +252,38 @@ def _export_args(p):
 
 
 _export.add_arguments = _export_args
+
+
+@command("bids", "BIDS App: brain mask, tissue maps and volumes of a BIDS dataset; a QC report")
+def _bids(args):
+    from brain_tf.bids.app import main as bids_main
+
+    return bids_main(args.bids_dir, args.output_dir, args.level, args.participant_label,
+                     args.session_label, args.models, args.suffix, args.spacing,
+                     skip_existing=not args.overwrite)
+
+
+def _bids_args(p):
+    p.add_argument("bids_dir", help="the BIDS dataset (holding dataset_description.json)")
+    p.add_argument("output_dir", help="the derivatives folder to write")
+    p.add_argument("level", choices=("participant", "group"),
+                   help="participant: segment each image; group: volumes.tsv and report.html")
+    p.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="participants to run (without sub-; default: all)")
+    p.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                   help="sessions to run (without ses-; default: all)")
+    p.add_argument("--models", nargs="+", default=(), metavar="MODEL",
+                   help="run folders or pretrained:NAME: a brain-extraction or tissue run "
+                        "replaces the shipped one; any other run (age, hippocampus, "
+                        "tumour) adds its outputs")
+    p.add_argument("--suffix", default="T1w", help="the images to segment (default: T1w)")
+    p.add_argument("--spacing", type=float, metavar="MM",
+                   help="run the models at this voxel size (coarser: faster, rougher)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="predict images again whose outputs exist (default: skip them)")
+
+
+_bids.add_arguments = _bids_args
 
 
 @command("demo", "the quick start: synthetic BraTS data, train the tumour U-Net, evaluate, predict")

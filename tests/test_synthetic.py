@@ -356,7 +356,7 @@ def test_white_matter_enters_the_gyri():
 # ------------------------------------------------------------------ written layouts
 SMALL = {"camcan": (24, 28, 24), "ixi": (20, 24, 24), "adni_hippocampus": (40, 48, 40),
          "msd_brats": (24, 24, 16), "kaggle_lgg": (32, 32, 6), "tcga_gbm_slices": (32, 32),
-         "phantoms": (18, 22, 20)}
+         "phantoms": (18, 22, 20), "bids": (18, 22, 20)}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -456,9 +456,15 @@ def _check_phantoms(root, spec, manifest):
         assert load_volume(row["image_FLAIR"]).shape == (18, 22, 20)
 
 
+def _check_bids(root, spec, manifest):
+    assert json.loads((root / "dataset_description.json").read_text())["DatasetType"] == "raw"
+    assert manifest["sample"].tolist() == ["sub-01_ses-01", "sub-02_ses-01", "sub-02_ses-02"]
+    assert manifest["image_T2w"].notna().all() and manifest["label"].notna().all()
+
+
 CHECKS = {"camcan": _check_camcan, "ixi": _check_ixi, "adni_hippocampus": _check_adni,
           "msd_brats": _check_brats, "kaggle_lgg": _check_lgg, "tcga_gbm_slices": _check_tcga,
-          "phantoms": _check_phantoms}
+          "phantoms": _check_phantoms, "bids": _check_bids}
 
 
 def test_synthesize_is_deterministic_and_replaces_its_own_output(tmp_path):

@@ -51,7 +51,9 @@ from brain_tf.io.atomic import write_text
 
 KINDS = ("volume", "slice")
 _TOP_KEYS = {"name", "description", "kind", "root", "files", "ids", "labels", "metadata",
-             "defaults", "fields"}
+             "defaults", "fields", "format"}
+#: ``format = "bids"`` specs (and ``--spec bids``) read a BIDS dataset: brain_tf.bids.source
+BIDS = "bids"
 _FILE_KEYS = {"images", "label", "mask", "optional", "channels"}
 _META_KEYS = {"path", "join", "id", "age", "sex", "sex_codes", "columns", "required", "sheet"}
 
@@ -112,6 +114,10 @@ class DataSpec:
     # ----------------------------------------------------------------- parsing
     @classmethod
     def from_dict(cls, data: dict, path: Path | None = None, root=None) -> "DataSpec":
+        if cls is DataSpec and data.get("format") == BIDS:
+            from brain_tf.bids.source import BidsSpec
+
+            return BidsSpec.from_dict(data, path=path, root=root)
         where = str(path) if path else "data spec"
         problems = []
         unknown = set(data) - _TOP_KEYS
@@ -325,7 +331,15 @@ def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
 
     A relative ``root`` in the file is resolved against the spec file's folder;
     relative file patterns are resolved against the root.
+
+    ``"bids"`` (with ``root``) or a BIDS dataset folder is the T1w images of that
+    dataset (:mod:`brain_tf.bids.source`; a spec file with ``format = "bids"`` filters).
     """
+    folder = Path(path)
+    if (str(path) == BIDS and not folder.exists()) or (folder / "dataset_description.json").is_file():
+        from brain_tf.bids.source import bids_spec
+
+        return bids_spec(root if root is not None or str(path) == BIDS else folder)
     path = spec_path(path)
     try:
         data = load_toml(path)

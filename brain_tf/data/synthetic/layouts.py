@@ -10,6 +10,7 @@ msd_brats           96x96x64 at 2.5x2.5x2.42    240x240x155                --sha
 kaggle_lgg          128x128 px, 24 slices       220x220 px, slices 5 mm    --shape 256 256
 tcga_gbm_slices     128x128 px                  240x240                    --shape 256 256
 phantoms            90x110x100 at 2 mm          180x220x200                --spacing 1
+bids                90x110x100 at 2 mm          180x220x200                --spacing 1
 ==================  ==========================  =========================  ====================
 
 Shapes and spacings of the volume layouts are given in RAS+ array order
@@ -23,6 +24,8 @@ slice thickness).
 ``phantoms`` is no real dataset's twin: full-head subjects with T1w, T2w, PDw
 and FLAIR images, the fine label map of every structure, a tissue segmentation
 and a brain mask; its spec (written with the data) lists the fine labels.
+``bids`` writes phantoms as a BIDS dataset (:mod:`.write_bids`): sessions, T1w and
+T2w, participants.tsv, true masks and tissue maps as derivatives.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 
 from brain_tf.config import dump_toml, load_toml
 from brain_tf.data.spec import shipped_specs
-from brain_tf.data.synthetic import write_slices, write_volumes
+from brain_tf.data.synthetic import write_bids, write_slices, write_volumes
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.io.atomic import atomic_path
 
@@ -66,6 +69,8 @@ _LAYOUTS = (
     Layout("tcga_gbm_slices", write_slices.write_tcga, (128, 128), (240.0, 240.0), dims=2),
     Layout("phantoms", write_volumes.write_phantoms, (90, 110, 100), (180.0, 220.0, 200.0),
            spec=write_volumes.phantoms_spec),
+    Layout("bids", write_bids.write_bids, (90, 110, 100), (180.0, 220.0, 200.0),
+           spec=write_bids.bids_spec),
 )
 LAYOUT = {layout.name: layout for layout in _LAYOUTS}
 #: Names of the synthetic layouts (but for ``phantoms``, the names of the shipped data

@@ -1,0 +1,162 @@
+"""What the BIDS App asks of the models, in one place: a brain mask and tissue
+probabilities of one scan on the scan's own grid (:func:`predict_tissue`), and the
+outputs of any other trained run (:func:`predict_extra`).
+
+The brain mask and the class indices come from the task's own prediction path
+(:meth:`brain_tf.tasks.segmentation.Segmentation.segment`, ``prepare_scan``); the
+per-class probabilities are the model's sliding-window probabilities resampled to the
+input grid by :func:`brain_tf.preprocess.inverse.labels_on_grid`, one class at a time.
+When the tissue prediction writes its own ``{stem}_label-{CLASS}_probseg.nii.gz`` and
+``{stem}_qc.json``, :meth:`TissueResult.from_files` reads them instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brain_tf.errors import ConfigError
+from brain_tf.io import Volume, load_modalities, load_volume
+from brain_tf.io.tables import input_name
+
+#: Tissue classes of the tissue model, in its class order after the background.
+TISSUE_CLASSES = ("CSF", "GM", "WM")
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A loaded model: its name, task, run context, family and network."""
+
+    name: str
+    task: object
+    ctx: object
+    family: object
+    net: object
+
+
+def load_model(name: str, spacing: float | None = None) -> Loaded:
+    """A run folder or ``pretrained:NAME``, loaded once; ``spacing`` (mm) runs it on a
+    coarser or finer grid than it was trained on (faster, less exact)."""
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import Context, model_run
+
+    run, path = model_run(name)
+    task = model_task(name)
+    config = task.load_config(run)
+    if spacing is not None and "preprocess" in config and hasattr(config.preprocess, "spacing"):
+        config = config.replace(preprocess={"spacing": [float(spacing)] * 3})
+    ctx = Context(task, config, learned=run.load_learned())
+    family = task.family(config.preset)
+    return Loaded(str(name), task, ctx, family, family.load_predictor(ctx, path))
+
+
+def model_task(name: str):
+    """The task of a run folder or ``pretrained:NAME`` (from its config.toml)."""
+    from brain_tf.config import load_toml
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import model_run
+
+    run, _ = model_run(name)
+    task_name = load_toml(Path(run.path) / "config.toml").get("task")
+    if task_name not in TASKS:
+        raise ConfigError(f"{name}: unknown task {task_name!r} in its config.toml")
+    return TASKS[task_name]
+
+
+@dataclasses.dataclass
+class TissueResult:
+    """One scan's outputs on its own grid: the loaded scan, the brain mask (uint8), the
+    tissue labels (0 background, 1 CSF, 2 GM, 3 WM), one probability map per class in
+    :data:`TISSUE_CLASSES` (float32, 0 outside the mask) and QC values."""
+
+    volume: Volume
+    mask: np.ndarray
+    labels: np.ndarray
+    probabilities: dict
+    qc: dict
+
+    @classmethod
+    def from_files(cls, volume: Volume, mask: np.ndarray, labels: np.ndarray,
+                   stem: str | Path) -> "TissueResult | None":
+        """The probability maps ``{stem}_label-{CLASS}_probseg.nii.gz`` and the QC values
+        ``{stem}_qc.json`` a tissue prediction wrote, or None when it wrote no maps."""
+        paths = {c: Path(f"{stem}_label-{c}_probseg.nii.gz") for c in TISSUE_CLASSES}
+        if not all(p.exists() for p in paths.values()):
+            return None
+        probabilities = {}
+        for name, path in paths.items():
+            loaded = load_volume(path, ndim=3)
+            probabilities[name] = loaded.file_grid.to_file(loaded.array).astype(np.float32)
+        qc_path = Path(f"{stem}_qc.json")
+        qc = json.loads(qc_path.read_text()) if qc_path.exists() else {}
+        return cls(volume, mask, labels, probabilities, qc)
+
+
+def brain_mask_on_grid(brain: Loaded, volume: Volume) -> np.ndarray:
+    """The brain mask (uint8) of a loaded scan, in its file's voxel order."""
+    return (brain.family.segment(brain.ctx, brain.net, volume) > 0).astype(np.uint8)
+
+
+def _entropy(probabilities: np.ndarray, inside: np.ndarray) -> float:
+    """Mean normalised entropy (0: certain, 1: uniform) of voxels inside the mask."""
+    p = np.clip(probabilities[inside], 1e-7, 1.0)
+    return float((-(p * np.log(p)).sum(axis=-1) / np.log(p.shape[-1])).mean())
+
+
+def load_scan(path: str | Path) -> Volume:
+    """The image file ``path``, loaded as the prediction needs it."""
+    return load_modalities([str(path)])
+
+
+def predict_tissue(brain: Loaded, tissue: Loaded, volume: Volume) -> TissueResult:
+    """Brain mask, tissue labels and probabilities of a scan (:func:`load_scan`)."""
+    from brain_tf.inference.segment import Segmenter
+    from brain_tf.preprocess.inverse import labels_on_grid
+
+    grid = volume.file_grid
+    mask = brain_mask_on_grid(brain, volume)
+    mask_volume = Volume(grid.from_file(mask), volume.affine, path=f"brain mask of {volume.path}",
+                         source=grid)
+    volume, mask_volume, pre = tissue.family.prepare_scan(tissue.ctx, volume, mask_volume)
+    names = list(tissue.ctx.learned["labels"])
+    segmenter = Segmenter.from_config(tissue.ctx.config, len(names))
+    if segmenter.activation != "softmax" or len(names) != 1 + len(TISSUE_CLASSES):
+        raise ConfigError(f"{tissue.name}: a tissue model with softmax outputs for background, "
+                          f"CSF, GM and WM is needed (this one has {names})")
+    on_model_grid = segmenter.probabilities(tissue.net, pre.image)
+    channels = np.stack([labels_on_grid(on_model_grid, pre.affine, grid,
+                                        to_labels=lambda p, c=c: p[..., c])
+                         for c in range(len(names))], axis=-1)
+    inside = mask > 0
+    labels = np.where(inside, np.argmax(channels, axis=-1), 0).astype(np.uint8)
+    probabilities = {c: np.where(inside, channels[..., k + 1], 0).astype(np.float32)
+                     for k, c in enumerate(TISSUE_CLASSES)}
+    qc = {"entropy": _entropy(channels, inside)} if inside.any() else {}
+    return TissueResult(volume, mask, labels, probabilities, qc)
+
+
+def predict_extra(name: str, images: list, masks: list, out: Path) -> dict:
+    """Outputs of another trained run on ``images`` (with their brain masks) by the
+    task's own predict command: per image, ``{"dseg": path}`` for a segmentation run
+    (the label map, written in the work folder ``out``) or the ``predicted_*`` values
+    of a regression or classification run."""
+    task = model_task(name)
+    task.predict(name, [str(p) for p in images], out,
+                 masks=[str(m) for m in masks] if task.takes_masks else None)
+    results = {}
+    table = pd.read_csv(out / "predictions.csv") if (out / "predictions.csv").exists() else None
+    for i, image in enumerate(images):
+        seg = out / f"{input_name(image)}_seg.nii.gz"
+        if seg.exists():
+            results[str(image)] = {"dseg": seg}
+        elif table is not None:
+            row = table.iloc[i]
+            results[str(image)] = {k: float(v) if isinstance(v, (int, float, np.number)) else v
+                                   for k, v in row.items() if str(k).startswith("predicted_")}
+        else:
+            results[str(image)] = {}
+    return results

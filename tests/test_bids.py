@@ -97,6 +97,11 @@ def test_bad_datasets_fail_with_one_line_naming_the_path(twin, tmp_path):
     (broken / "sub-03/ses-01/anat/sub-03_ses-01_T1w.nii.gz").unlink()
     with pytest.raises(SpecError, match=f"{broken / 'sub-03'}: no T1w image"):
         load_spec("bids", root=broken).manifest()
+    # at participant level a participant without the suffix fails alone, naming its folder
+    assert main(["bids", str(broken), str(tmp_path / "out"), "participant",
+                 "--participant-label", "03"]) == 1
+    error = deriv.read_tsv(tmp_path / "out/sub-03/sub-03_volumes.tsv")["error"][0]
+    assert error.startswith(f"{broken / 'sub-03'}: no T1w image") and "\n" not in error
     assert main(["bids", str(tmp_path), str(tmp_path / "out"), "participant"]) == 2
     assert main(["bids", str(twin), str(tmp_path / "out"), "participant",
                  "--participant-label", "09"]) == 2
@@ -182,6 +187,28 @@ def test_a_broken_participant_is_reported_and_the_others_finish(twin, app_run, t
         "sub-03/ses-01/anat/sub-03_ses-01_T1w.nii.gz": "failed"}
     assert table["flagged"].tolist()[-1]
     assert 'class="failed"' in (results / "report.html").read_text()
+
+
+def test_an_age_model_given_with_models_adds_predicted_age(twin, app_run, tmp_path):
+    """A tissue-volume age run trained on another BIDS twin (the BIDS spec as the data
+    source of a task) predicts each image's age from the App's own label maps."""
+    from brain_tf.tasks import TASKS
+
+    spec = synthesize("bids", tmp_path / "train", subjects=8, seed=1, shape=(18, 22, 20))
+    task = TASKS["age-regression"]
+    run = task.train(task.config("features", {"data": {
+        "spec": str(spec), "stratify": None,
+        "fractions": {"train": 0.75, "val": 0.0, "test": 0.25}}}), run_dir=str(tmp_path / "run"))
+    results = tmp_path / "out"
+    shutil.copytree(app_run[0], results)
+    assert main(["bids", str(twin), str(results), "participant", "--spacing", "4",
+                 "--models", str(run.path)]) == 0
+    assert main(["bids", str(twin), str(results), "group"]) == 0
+    table = deriv.read_tsv(results / "volumes.tsv")
+    assert table["predicted_age"].notna().all() and table["predicted_age"].between(0, 150).all()
+    sidecar = deriv.read_sidecar(results / "sub-01/ses-01/anat/sub-01_ses-01_dseg.json")
+    assert str(run.path) in sidecar["Models"]
+    assert sidecar["Measures"]["predicted_age"] == pytest.approx(table["predicted_age"][0])
 
 
 def test_probability_maps_and_qc_written_by_the_prediction_are_taken(tmp_path):

@@ -192,7 +192,8 @@ class Participants:
                 continue
             with tempfile.TemporaryDirectory(prefix="brain_tf_bids_") as work:
                 found = predict_extra(name, [f.path for f in todo],
-                                      [self._paths(f)["mask"] for f in todo], Path(work))
+                                      [self._paths(f)["mask"] for f in todo],
+                                      [self._paths(f)["dseg"] for f in todo], Path(work))
                 for file in todo:
                     paths, result = self._paths(file), found[str(file.path)]
                     sidecar = deriv.read_sidecar(paths["sidecar"])

@@ -41,7 +41,6 @@ class Loaded:
 def load_model(name: str, spacing: float | None = None) -> Loaded:
     """A run folder or ``pretrained:NAME``, loaded once; ``spacing`` (mm) runs it on a
     coarser or finer grid than it was trained on (faster, less exact)."""
-    from brain_tf.tasks import TASKS
     from brain_tf.training.runner import Context, model_run
 
     run, path = model_run(name)
@@ -139,23 +138,34 @@ def predict_tissue(brain: Loaded, tissue: Loaded, volume: Volume) -> TissueResul
     return TissueResult(volume, mask, labels, probabilities, qc)
 
 
-def predict_extra(name: str, images: list, masks: list, out: Path) -> dict:
-    """Outputs of another trained run on ``images`` (with their brain masks) by the
-    task's own predict command: per image, ``{"dseg": path}`` for a segmentation run
-    (the label map, written in the work folder ``out``) or the ``predicted_*`` values
-    of a regression or classification run."""
+def predict_extra(name: str, images: list, masks: list, dsegs: list, out: Path) -> dict:
+    """Outputs of another trained run on ``images`` by the task's own predict command:
+    per image, ``{"dseg": path}`` for a segmentation run (the label map, written in the
+    work folder ``out``) or the ``predicted_*`` values of a regression or classification
+    run. A run that takes brain masks gets ``masks``; a volume run gets ``IMAGE,MASK``
+    (its brain-extracted input); a tissue-volume (``features``) run gets the tissue
+    label maps ``dsegs``."""
+    from brain_tf.training.runner import model_run
+
     task = model_task(name)
-    task.predict(name, [str(p) for p in images], out,
-                 masks=[str(m) for m in masks] if task.takes_masks else None)
+    family = task.family_of(task.load_config(model_run(name)[0]).preset)
+    inputs, given = [str(p) for p in images], None
+    if task.takes_masks:
+        given = [str(m) for m in masks]
+    elif family == "volume":
+        inputs = [f"{i},{m}" for i, m in zip(images, masks)]
+    elif family == "features":
+        inputs = [str(d) for d in dsegs]
+    task.predict(name, inputs, out, masks=given)
     results = {}
     table = pd.read_csv(out / "predictions.csv") if (out / "predictions.csv").exists() else None
-    for i, image in enumerate(images):
-        seg = out / f"{input_name(image)}_seg.nii.gz"
+    for i, (image, item) in enumerate(zip(images, inputs)):
+        seg = out / f"{input_name(item.split(',')[0])}_seg.nii.gz"
         if seg.exists():
             results[str(image)] = {"dseg": seg}
         elif table is not None:
             row = table.iloc[i]
-            results[str(image)] = {k: float(v) if isinstance(v, (int, float, np.number)) else v
+            results[str(image)] = {str(k): v.item() if isinstance(v, np.generic) else v
                                    for k, v in row.items() if str(k).startswith("predicted_")}
         else:
             results[str(image)] = {}

@@ -4,7 +4,8 @@ One row per image: a small PNG of its mid-planes (the image in grey, tissue labe
 colour, the brain-mask outline in red; written at participant level beside the
 derivatives), its volumes and QC values, the status of failed images, and the cohort
 outliers: a value whose robust z-score (0.6745 (x - median) / MAD over the images
-that finished) is beyond :data:`OUTLIER_Z` is marked, and a row is flagged when a value
+that finished, when there are :data:`MIN_COHORT` or more) is beyond :data:`OUTLIER_Z`
+is marked, and a row is flagged when a value
 is marked or the tissue prediction's own QC flag is set. Any column header sorts the
 table (a few lines of inline JavaScript: no CDN, no server); a summary plot shows the
 volumes against age where ages are known. The page opens offline in any browser.
@@ -27,6 +28,9 @@ from brain_tf.io.atomic import atomic_path, write_text
 
 #: |robust z| above this marks an outlier (Iglewicz and Hoaglin's 3.5).
 OUTLIER_Z = 3.5
+#: Outliers are looked for among at least this many finished images (a median and MAD
+#: of fewer say little).
+MIN_COHORT = 5
 TISSUE_COLOURS = ((0.2, 0.6, 1.0), (1.0, 0.55, 0.1), (0.95, 0.95, 0.3))  # CSF, GM, WM
 
 
@@ -54,7 +58,7 @@ def flag_outliers(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
     ok = table["status"] == "ok" if "status" in table else pd.Series(True, table.index)
     marks = pd.Series([[] for _ in range(len(table))], index=table.index)
-    for column in measure_columns(table):
+    for column in measure_columns(table) if ok.sum() >= MIN_COHORT else ():
         z = robust_z(table.loc[ok, column])
         for i in z.index[z.abs() > OUTLIER_Z]:
             marks[i] = marks[i] + [column]
@@ -215,8 +219,9 @@ def write_report(table: pd.DataFrame, out: Path, figures: dict | None = None,
         marks = set(filter(None, str(row.get("outliers", "")).split(";")))
         figure = figures.get(row.get("source"))
         if figure is not None and Path(figure).exists():
-            rel = os.path.relpath(figure, out)
-            picture = f'<td class="text" data-v="{html.escape(rel)}"><img src="{html.escape(rel)}" alt="{html.escape(str(row.get("source")))}"></td>'
+            rel = html.escape(os.path.relpath(figure, out))
+            alt = html.escape(str(row.get("source")))
+            picture = f'<td class="text" data-v="{rel}"><img src="{rel}" alt="{alt}"></td>'
         else:
             picture = '<td class="text" data-v="">no image</td>'
         klass = "failed" if row.get("status") == "failed" else (

@@ -336,10 +336,11 @@ def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     dataset (:mod:`brain_tf.bids.source`; a spec file with ``format = "bids"`` filters).
     """
     folder = Path(path)
-    if (str(path) == BIDS and not folder.exists()) or (folder / "dataset_description.json").is_file():
+    named = str(path) == BIDS and not folder.exists()
+    if named or (folder / "dataset_description.json").is_file():
         from brain_tf.bids.source import bids_spec
 
-        return bids_spec(root if root is not None or str(path) == BIDS else folder)
+        return bids_spec(root if root is not None or named else folder)
     path = spec_path(path)
     try:
         data = load_toml(path)

@@ -78,6 +78,26 @@ def test_source_finds_images_sessions_and_metadata(twin):
     assert only["image_T2"].str.endswith("sub-03_ses-01_T2w.nii.gz").tolist() == [True]
 
 
+def test_a_dataset_without_sessions_with_runs_and_missing_values(tmp_path):
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    for name in ("sub-a/anat/sub-a_T1w.nii.gz", "sub-b/anat/sub-b_run-1_T1w.nii.gz",
+                 "sub-b/anat/sub-b_run-2_T1w.nii.gz", "sub-b/anat/notes_T1w.nii.gz",
+                 "sub-c/func/sub-c_task-rest_bold.nii.gz"):
+        save_volume(np.zeros((4, 4, 4), np.float32), tmp_path / name, affine=np.eye(4))
+    (tmp_path / "sub-b/anat/sub-b_run-1_T1w.json").write_text("{}")
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tage\tsex\tgroup\nsub-a\tn/a\tfemale\tcontrol\n"
+        "sub-b\t31.5\tmale\tpatient\nsub-c\t40\tF\tcontrol\n")
+    manifest = bids_spec(tmp_path, participants=["a", "b"]).manifest()
+    assert manifest["sample"].tolist() == ["sub-a", "sub-b_run-1", "sub-b_run-2"]
+    assert "session" not in manifest and manifest["run"].tolist()[1:] == ["1", "2"]
+    assert np.isnan(manifest["age"][0]) and manifest["age"][1] == 31.5
+    assert manifest["sex"].tolist() == ["F", "M", "M"]
+    assert manifest["group"].tolist() == ["control", "patient", "patient"]
+    with pytest.raises(SpecError, match="sub-c: no T1w image"):  # sub-c has only func/
+        bids_spec(tmp_path).manifest()
+
+
 def test_splits_keep_the_sessions_of_a_participant_together(twin):
     manifest = load_spec(twin / "spec.toml").manifest()
     for seed in range(4):
@@ -142,6 +162,15 @@ def test_a_second_run_skips_finished_work(twin, app_run, capfd):
     assert main(["bids", str(twin), str(out), "participant", "--spacing", "4"]) == 0
     assert "already have their outputs: skipped" in capfd.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in files} == before
+    # the labels choose the participants and sessions looked at
+    assert main(["bids", str(twin), str(out), "participant", "--participant-label", "02",
+                 "--session-label", "02"]) == 0
+    err = capfd.readouterr().err
+    assert "1 of 1 scans already have their outputs" in err and "sub-01" not in err
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    # the participant's table still lists the session this run left out
+    assert deriv.read_tsv(out / "sub-02/sub-02_volumes.tsv")["session_id"].tolist() == [
+        "ses-01", "ses-02"]
 
 
 def test_group_gathers_the_subject_tables(twin, app_run):

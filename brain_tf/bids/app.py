@@ -148,7 +148,11 @@ class Participants:
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
             _log(self.out, f"sub-{label}: failed: {error}")
-        for file in files:
+        # the table lists the participant's images of this run and those of earlier runs
+        # (other sessions) that have their outputs
+        earlier = [f for f in _files(self.root, label, self.suffix, None) if f not in files
+                   and deriv.output_paths(self.out, f, self.root)["sidecar"].exists()]
+        for file in sorted(files + earlier, key=lambda f: str(f.path)):
             paths = deriv.output_paths(self.out, file, self.root)
             ids = _ids(file, self.root, base, by_session)
             if paths["sidecar"].exists():

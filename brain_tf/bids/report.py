@@ -18,11 +18,13 @@ decoded, a header click sorts the table) and writes the result into
 from __future__ import annotations
 
 import html
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from brain_tf.io.atomic import atomic_path, write_text
 
@@ -108,9 +110,12 @@ def overlay_png(image: np.ndarray, labels: np.ndarray, mask: np.ndarray, path,
         if msk.any() and not msk.all():
             ax.contour(msk > 0, levels=[0.5], colors="red", linewidths=0.6)
         ax.set_axis_off()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", facecolor="black")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", facecolor="black")
     plt.close(fig)
+    with atomic_path(path) as tmp:  # a 64-colour palette: a third of the size
+        Image.open(buffer).convert("RGB").quantize(colors=64).save(tmp, format="png",
+                                                                   optimize=True)
     return Path(path)
 
 

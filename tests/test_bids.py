@@ -155,6 +155,24 @@ def test_app_writes_derivatives_on_the_input_grid(twin, app_run):
         assert (out / sub / "figures" / f"{stem}_overlay.png").stat().st_size > 500
 
 
+def test_labels_and_mask_are_those_of_the_predict_path(twin):
+    """The App's probabilities give the labels the tissue task's own prediction gives."""
+    from brain_tf.bids.predict import load_model, load_scan, predict_tissue
+    from brain_tf.io import Volume
+
+    brain, tissue = load_model("pretrained:brain", 4), load_model("pretrained:tissue", 4)
+    volume = load_scan(twin / "sub-03/ses-01/anat/sub-03_ses-01_T1w.nii.gz")
+    result = predict_tissue(brain, tissue, volume)
+    grid = volume.file_grid
+    np.testing.assert_array_equal(result.mask, brain.family.segment(brain.ctx, brain.net,
+                                                                    volume) > 0)
+    mask = Volume(grid.from_file(result.mask), volume.affine, source=grid)
+    expected = tissue.family.segment(tissue.ctx, tissue.net, volume, mask)
+    assert (result.labels == expected).mean() > 0.999  # argmax ties aside
+    total = sum(result.probabilities.values())
+    assert total.max() <= 1 + 1e-5 and set(np.unique(result.labels)) <= {0, 1, 2, 3}
+
+
 def test_a_second_run_skips_finished_work(twin, app_run, capfd):
     out, _ = app_run
     files = sorted(p for p in out.rglob("sub-*/ses-*/anat/*"))
@@ -237,6 +255,8 @@ def test_an_age_model_given_with_models_adds_predicted_age(twin, app_run, tmp_pa
     assert table["predicted_age"].notna().all() and table["predicted_age"].between(0, 150).all()
     sidecar = deriv.read_sidecar(results / "sub-01/ses-01/anat/sub-01_ses-01_dseg.json")
     assert str(run.path) in sidecar["Models"]
+    description = json.loads((results / "dataset_description.json").read_text())
+    assert description["Models"] == ["pretrained:brain", "pretrained:tissue", str(run.path)]
     assert sidecar["Measures"]["predicted_age"] == pytest.approx(table["predicted_age"][0])
 
 

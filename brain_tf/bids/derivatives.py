@@ -85,10 +85,15 @@ def _plain(value):
 
 
 def write_dataset_description(out: Path, bids_root: Path, models: list[str]) -> Path:
-    """``dataset_description.json`` of the derivative dataset and the ``dseg.tsv`` lookup."""
+    """``dataset_description.json`` of the derivative dataset and the ``dseg.tsv`` lookup;
+    the models of earlier runs into ``out`` stay listed."""
     out.mkdir(parents=True, exist_ok=True)
+    path = out / "dataset_description.json"
+    if path.is_file():
+        earlier = json.loads(path.read_text()).get("Models", [])
+        models = list(models) + [m for m in earlier if m not in models]
     write_text(out / "dseg.tsv", DSEG.to_csv(sep="\t", index=False))
-    return _dump(out / "dataset_description.json", {
+    return _dump(path, {
         "Name": "brain_tf brain extraction and tissue segmentation",
         "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "brain_tf", "Version": __version__,

@@ -131,7 +131,8 @@ def predict_tissue(brain: Loaded, tissue: Loaded, volume: Volume) -> TissueResul
                                         to_labels=lambda p, c=c: p[..., c])
                          for c in range(len(names))], axis=-1)
     inside = mask > 0
-    labels = np.where(inside, np.argmax(channels, axis=-1), 0).astype(np.uint8)
+    labels = np.where(inside, segmenter.clean(np.argmax(channels, axis=-1).astype(np.uint8)),
+                      0).astype(np.uint8)
     probabilities = {c: np.where(inside, channels[..., k + 1], 0).astype(np.float32)
                      for k, c in enumerate(TISSUE_CLASSES)}
     qc = {"entropy": _entropy(channels, inside)} if inside.any() else {}

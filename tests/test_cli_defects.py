@@ -1,0 +1,88 @@
+"""Documented commands run as a user types them: the age-feature preset, skipped bad
+subjects, TensorBoard, a relative --root, what train prints and where, light commands
+that stay light, and bundles free of machine paths."""
+
+import json
+import os
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brain_tf.cli import main
+from brain_tf.config import load_toml
+from brain_tf.data import load_spec
+from brain_tf.data.synthetic import synthesize
+from brain_tf.training import callbacks
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = """
+[preprocess]
+spacing = [8.0, 8.0, 8.0]
+shape = [16, 16, 16]
+[model]
+filters = [4, 4, 4, 4]
+[training]
+batch_size = 2
+"""
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def _strings(value):
+    """Every string inside nested dicts and lists."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.fixture(scope="module")
+def camcan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camcan")
+    return synthesize("camcan", root / "data", subjects=12, seed=3, shape=(20, 24, 20))
+
+
+# ---------------------------------------------------------------- age features (item 1)
+def test_age_features_preset_trains_from_the_command_line(camcan, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["age-regression", "train", "--preset", "features", "--spec", str(camcan),
+                 "--run-dir", str(run)]) == 0
+    assert (run / "complete.json").exists()
+    out = capsys.readouterr().out.splitlines()
+    assert f"run folder: {run}" in out
+    assert sum(line.count("test split (") for line in out) == 1
+
+
+def test_age_features_preset_from_its_script(camcan, tmp_path, monkeypatch):
+    script = REPO / "scripts" / "train_age_regression.py"
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [str(script), "--preset", "features", "--spec",
+                                      str(camcan), "--run-dir", str(run)])
+    monkeypatch.syspath_prepend(str(script.parent))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert (run / "complete.json").exists()
+
+
+def test_training_flags_refused_by_the_feature_preset(camcan, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["age-regression", "train", "--preset", "features", "--spec", str(camcan),
+                 "--epochs", "3", "--batch-size", "2", "--run-dir", str(run)]) == 2
+    line = _error_line(capsys)
+    assert "--epochs, --batch-size" in line and "'features'" in line
+    assert not run.exists()

@@ -86,3 +86,34 @@ def test_training_flags_refused_by_the_feature_preset(camcan, tmp_path, capsys):
     line = _error_line(capsys)
     assert "--epochs, --batch-size" in line and "'features'" in line
     assert not run.exists()
+
+
+# ---------------------------------------------------------------- skip_bad (item 3)
+def test_skip_bad_finishes_and_its_run_evaluates_and_reruns(tmp_path, capsys):
+    spec = synthesize("camcan", tmp_path / "data", subjects=12, seed=4, shape=(20, 24, 20))
+    manifest = load_spec(spec).manifest()
+    bad = manifest.iloc[2]
+    image = Path(bad["image_T1"])
+    image.write_bytes(image.read_bytes()[:300])  # cut short: a corrupt gzip
+    config = tmp_path / "skip.toml"
+    config.write_text("[data]\nskip_bad = true\n")
+    command = ["age-regression", "train", "--preset", "features", "--spec", str(spec),
+               "--config", str(config)]
+    run = tmp_path / "run"
+    assert main(command + ["--run-dir", str(run)]) == 0
+    assert (run / "complete.json").exists()
+    splits = pd.read_csv(run / "splits.csv", dtype=str).set_index("sample")
+    assert len(splits) == 12 and splits.loc[str(bad["sample"]), "split"] == "skipped"
+    assert (splits["split"] == "skipped").sum() == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["items"] == (splits["split"] == "test").sum()
+    assert main(["age-regression", "evaluate", "--run", str(run)]) == 0
+    # an unfinished run of it resumes and finishes
+    (run / "complete.json").unlink()
+    assert main(command + ["--run-dir", str(run)]) == 0
+    assert (run / "complete.json").exists()
+    # and its split file makes the same run again
+    again = tmp_path / "again"
+    assert main(command + ["--splits", str(run / "splits.csv"), "--run-dir", str(again)]) == 0
+    assert pd.read_csv(again / "splits.csv", dtype=str).set_index("sample").equals(splits)
+    capsys.readouterr()

@@ -163,7 +163,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def load_manifest(config: RunConfig, root: str | None = None):
-    """The data spec and its manifest with a ``split`` column (by patient)."""
+    """The data spec and its manifest with a ``split`` column (by patient; samples a
+    splits file lists as skipped have the split :data:`brain_tf.data.splits.SKIPPED`)."""
     from brain_tf.data import apply_splits, load_spec, split_subjects
 
     data = config.data
@@ -186,8 +187,12 @@ def load_manifest(config: RunConfig, root: str | None = None):
 def checked(manifest: pd.DataFrame, spec, skip_bad: bool = False) -> pd.DataFrame:
     """The manifest after reading every file of every split once (readable to the last
     byte, grids that agree, label values in the spec's set, no NaN): all problems at once
-    as one DataError, or with ``skip_bad`` the bad subjects left out and listed."""
+    as one DataError, or with ``skip_bad`` the bad subjects left out and listed. Samples
+    a splits file skipped are left out unread."""
     from brain_tf.data.check import check_manifest, default_cache_path
+    from brain_tf.data.splits import SKIPPED
+
+    manifest = manifest[manifest["split"] != SKIPPED].reset_index(drop=True)
 
     report = check_manifest(manifest, spec, on_error="skip" if skip_bad else "raise",
                             cache=default_cache_path())
@@ -257,8 +262,8 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
         print(f"{run.path} holds a finished run; left as it is (pass --force to train it "
               "again from scratch)")
         return run
-    spec, manifest = load_manifest(config)
-    manifest = checked(manifest, spec, config.data.skip_bad)
+    spec, listed = load_manifest(config)
+    manifest = checked(listed, spec, config.data.skip_bad)
     ctx = Context(task, config, spec, manifest)
     for split in ("train", "val"):
         if len(ctx.rows(split)) == 0 and config.data.fractions.get(split, 0) > 0:
@@ -273,7 +278,7 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
     run.path.mkdir(parents=True, exist_ok=True)  # the first write into the run folder
     run.save_config(config.to_dict())
     run.save_learned(ctx.learned)
-    run.save_splits(manifest)
+    run.save_splits(manifest, skipped=listed[~listed["sample"].isin(manifest["sample"])])
     model = family.fit(ctx, prepared, run)
     run.save_learned(ctx.learned)  # a family may learn during fit (the chosen regressor)
     family.save(run, model)
@@ -290,13 +295,16 @@ def open_run(task, run_path, root: str | None = None, unfinished: bool = False
              ) -> tuple[RunFolder, Context]:
     """A run folder and its context, split as in training (``root`` points the data spec
     at a dataset that moved since training)."""
+    from brain_tf.data.splits import SKIPPED
+
     run = RunFolder.open(run_path)
     if not unfinished:
         run.require_complete()
     config = task.load_config(run)
     ctx = Context(task, config, learned=run.load_learned())
     config.data.splits_csv = str(run / "splits.csv")
-    ctx.spec, ctx.manifest = load_manifest(config, root=root)
+    ctx.spec, manifest = load_manifest(config, root=root)
+    ctx.manifest = manifest[manifest["split"] != SKIPPED].reset_index(drop=True)
     return run, ctx
 
 

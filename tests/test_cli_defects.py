@@ -117,3 +117,29 @@ def test_skip_bad_finishes_and_its_run_evaluates_and_reruns(tmp_path, capsys):
     assert main(command + ["--splits", str(run / "splits.csv"), "--run-dir", str(again)]) == 0
     assert pd.read_csv(again / "splits.csv", dtype=str).set_index("sample").equals(splits)
     capsys.readouterr()
+
+
+# ---------------------------------------------------------------- relative --root (item 7)
+def test_a_root_typed_on_the_command_line_is_relative_to_the_current_folder(
+        camcan, tmp_path, monkeypatch, capsys):
+    data = camcan.parent
+    elsewhere = tmp_path / "specs" / "camcan.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(camcan.read_text())  # root = "." there: the specs folder
+    monkeypatch.chdir(data.parent)
+    assert load_spec(elsewhere, root=data.name).root == data
+    assert main(["manifest", "--spec", str(elsewhere), "--root", data.name]) == 0
+    assert str(data / "images") in capsys.readouterr().out
+
+
+def test_a_root_written_in_a_spec_stays_relative_to_the_spec(camcan, tmp_path, monkeypatch,
+                                                             capsys):
+    data = camcan.parent
+    folder = data.parent / "specs"
+    folder.mkdir(exist_ok=True)
+    spec = folder / "camcan.toml"
+    spec.write_text(camcan.read_text().replace('root = "."', f'root = "../{data.name}"'))
+    monkeypatch.chdir(tmp_path)
+    assert load_spec(spec).root == data
+    assert main(["manifest", "--spec", str(spec)]) == 0
+    assert str(data / "images") in capsys.readouterr().out

@@ -143,3 +143,24 @@ def test_a_root_written_in_a_spec_stays_relative_to_the_spec(camcan, tmp_path, m
     assert load_spec(spec).root == data
     assert main(["manifest", "--spec", str(spec)]) == 0
     assert str(data / "images") in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- light commands (item 10)
+def test_synth_never_loads_tensorflow_and_shard_writes_no_start_up_lines(tmp_path):
+    script = ("import sys\n"
+              "from brain_tf.cli import main\n"
+              f"assert main(['synth', 'camcan', '--out', {str(tmp_path / 'd')!r}, "
+              "'--subjects', '2', '--shape', '16', '20', '16']) == 0\n"
+              "print('tensorflow loaded:', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+              f"assert main(['shard', '--spec', {str(tmp_path / 'd' / 'spec.toml')!r}, "
+              f"'--task', 'age-regression', '--preset', 'small', '--out', "
+              f"{str(tmp_path / 'sh')!r}]) == 0\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tensorflow loaded: False False" in done.stdout
+    assert done.stderr == ""
+    for control in ("\x1b", "\r", "\b"):
+        assert control not in done.stdout
+    assert "wrote 2 subjects in 1 shards" in done.stdout

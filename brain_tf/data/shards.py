@@ -56,6 +56,7 @@ from brain_tf.errors import ConfigError, DataError
 from brain_tf.io.atomic import write_text, writer_gone, writer_tag
 from brain_tf.preprocess.aligned import as_aligned
 from brain_tf.preprocess.subject import Preprocessed, check_config, config_hash
+from brain_tf.progress import Progress
 
 FORMAT = "brain_tf.shards/1"
 INDEX = "index.json"
@@ -160,11 +161,7 @@ def write_shards(spec, out, preprocess: Mapping[str, Any] | None = None, root=No
     out.mkdir(parents=True, exist_ok=True)
     previous = _indexed_files(out)
     _remove_unused_sets(out, previous)
-    bar = None
-    if progress:
-        import keras
-
-        bar = keras.utils.Progbar(len(loader), unit_name="subject")
+    bar = Progress(len(loader), "subject") if progress else None
     set_name = f"{SET_PREFIX}{writer_tag()}"
     (out / set_name).mkdir()
     try:
@@ -208,7 +205,7 @@ def _write_set(out: Path, set_name: str, loader, manifest: pd.DataFrame,
                                  "label": item.label is not None, "mask": item.mask is not None,
                                  "metadata": metadata}
                 if bar is not None:
-                    bar.add(1)
+                    bar.add()
         data = (out / name).read_bytes()
         shards.append({"file": name, "subjects": ids, "bytes": len(data),
                        "sha256": hashlib.sha256(data).hexdigest()})

@@ -164,3 +164,47 @@ def test_synth_never_loads_tensorflow_and_shard_writes_no_start_up_lines(tmp_pat
     for control in ("\x1b", "\r", "\b"):
         assert control not in done.stdout
     assert "wrote 2 subjects in 1 shards" in done.stdout
+
+
+# ---------------------------------------------------------------- a Keras run (items 6, 10, 11)
+@pytest.fixture(scope="module")
+def small_run(camcan, tmp_path_factory):
+    """age-regression small, tiny, one epoch, from the command line (with --tensorboard
+    when TensorBoard is installed); its stdout as a file would hold it."""
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("small_run")
+    (root / "tiny.toml").write_text(TINY)
+    manifest = load_spec(camcan).manifest()
+    manifest["split"] = ["train"] * 6 + ["val"] * 3 + ["test"] * 3
+    manifest[["sample", "subject", "split"]].to_csv(root / "splits.csv", index=False)
+    run = root / "run"
+    argv = ["age-regression", "train", "--preset", "small", "--spec", str(camcan),
+            "--config", str(root / "tiny.toml"), "--splits", str(root / "splits.csv"),
+            "--epochs", "1", "--run-dir", str(run)]
+    if callbacks.tensorboard_installed():
+        argv.append("--tensorboard")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return run, out.getvalue()
+
+
+@pytest.mark.skipif(not callbacks.tensorboard_installed(), reason="TensorBoard not installed")
+def test_tensorboard_run_writes_event_files(small_run):
+    run, _ = small_run
+    events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+
+
+def test_tensorboard_missing_is_a_one_line_error_before_anything_runs(camcan, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    assert not callbacks.tensorboard_installed()
+    run = tmp_path / "run"
+    assert main(["age-regression", "train", "--preset", "small", "--spec", str(camcan),
+                 "--epochs", "1", "--tensorboard", "--run-dir", str(run)]) == 2
+    line = _error_line(capsys)
+    assert "pip install 'brain_tf[tensorboard]'" in line and "--tensorboard" in line
+    assert not run.exists()

@@ -255,6 +255,12 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
 
     family = task.family(config.preset)
     if "training" in config:  # a Keras model (the age-feature regressors have none)
+        from brain_tf.training.callbacks import tensorboard_installed
+
+        if config.training.tensorboard and not tensorboard_installed():
+            raise ConfigError("--tensorboard (training.tensorboard) needs the tensorboard "
+                              "package, which is not installed: pip install "
+                              "'brain_tf[tensorboard]'")
         get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
         seed_everything(config.data.seed, config.training.deterministic)
     run, state = _run_folder(config, run_dir, force)

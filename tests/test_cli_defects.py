@@ -191,6 +191,23 @@ def small_run(camcan, tmp_path_factory):
     return run, out.getvalue()
 
 
+def test_train_prints_its_run_folder_and_one_line_per_epoch(small_run):
+    run, out = small_run
+    lines = out.splitlines()
+    assert f"run folder: {run}" in lines
+    epochs = [line for line in lines if re.match(r"\d+/\d+ - \d+s - .*val_loss", line)]
+    assert len(epochs) == 1  # the one epoch in one line (Keras verbose=2)
+    for control in ("\x1b", "\r", "\b"):
+        assert control not in out
+
+
+def test_age_regression_test_line_has_one_prefix(small_run):
+    _, out = small_run
+    tested = [line for line in out.splitlines() if "test split (" in line]
+    assert len(tested) == 1 and tested[0].count("test split (") == 1
+    assert tested[0].startswith("test split (") and "MAE" in tested[0]
+
+
 @pytest.mark.skipif(not callbacks.tensorboard_installed(), reason="TensorBoard not installed")
 def test_tensorboard_run_writes_event_files(small_run):
     run, _ = small_run

@@ -165,15 +165,15 @@ class Volume(Family):
             plots.confusion_matrix_plot(np.array(metrics["confusion_matrix"]), target.classes,
                                         run / "confusion_matrix.png",
                                         title=f"test split: {target.column}")
-            line = classification_line(metrics)
+            line = f"test split ({len(rows)} subjects): {classification_line(metrics)}"
         else:
             truth = rows[target.column].to_numpy(float)
             metrics = regression_summary(truth, out["mean"], train[target.column])
             table["error"] = out["mean"] - truth
             plots.predicted_vs_true(truth, out["mean"], run / "predicted_vs_true.png",
                                     label=target.column)
-            line = regression_line(metrics, len(rows))
-        return table, metrics, [f"test split ({len(rows)} subjects): {line}"]
+            line = regression_line(metrics, len(rows))  # "test split (N subjects): MAE ..."
+        return table, metrics, [line]
 
     def inputs(self, ctx, inputs, options):
         if options.uncertainty and not ctx.config.model.get("mc_dropout"):

@@ -225,3 +225,35 @@ def test_tensorboard_missing_is_a_one_line_error_before_anything_runs(camcan, tm
     line = _error_line(capsys)
     assert "pip install 'brain_tf[tensorboard]'" in line and "--tensorboard" in line
     assert not run.exists()
+
+
+# ---------------------------------------------------------------- bundles (item 11)
+def test_export_writes_no_machine_path_into_a_bundle(small_run, tmp_path, camcan, capsys):
+    run, _ = small_run
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(run), "--pretrained", str(bundle)]) == 0
+    root = str(camcan.parents[1])
+    for path in bundle.iterdir():
+        if path.suffix in (".toml", ".json", ".md"):
+            assert root not in path.read_text() and str(tmp_path) not in path.read_text()
+    config = load_toml(bundle / "config.toml")
+    learned = json.loads((bundle / "learned.json").read_text())
+    assert not [s for s in _strings([config, learned]) if os.path.isabs(s)]
+    assert "spec" not in config["data"] and "splits_csv" not in config["data"]
+    # the bundle predicts what its run predicts (float16 weights)
+    image = str(load_spec(camcan).manifest()["image_T1"].iloc[0])
+    mask = str(load_spec(camcan).manifest()["mask"].iloc[0])
+    for model, out in ((run, tmp_path / "from_run"), (bundle, tmp_path / "from_bundle")):
+        assert main(["age-regression", "predict", "--model", str(model), f"{image},{mask}",
+                     "--out", str(out)]) == 0
+    ages = [pd.read_csv(next(out.glob("*.csv")))["predicted_age"].to_numpy()
+            for out in (tmp_path / "from_run", tmp_path / "from_bundle")]
+    np.testing.assert_allclose(ages[0], ages[1], atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["brain", "tissue"])
+def test_shipped_bundles_carry_no_machine_path(name):
+    folder = REPO / "brain_tf" / "pretrained" / name
+    config = load_toml(folder / "config.toml")
+    learned = json.loads((folder / "learned.json").read_text())
+    assert not [s for s in _strings([config, learned]) if os.path.isabs(s) or "/work/" in s]

@@ -32,6 +32,7 @@ import pandas as pd
 
 from brain_tf.errors import ConfigError, DataError, ModelError
 from brain_tf.schema import RunConfig
+from brain_tf.training import bundle
 from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
 
 
@@ -110,8 +111,6 @@ class Family(abc.ABC):
     def load_predictor(self, ctx: Context, path: Path):
         """The model of a run folder, its ``saved_model/``, a ``.keras`` file or a shipped
         bundle (rebuilt from its config, see :mod:`brain_tf.training.bundle`)."""
-        from brain_tf.training import bundle
-
         if path.suffix == ".keras":
             return load_keras_model(path)
         if bundle.is_bundle(path):
@@ -130,14 +129,6 @@ class Family(abc.ABC):
     def predict(self, ctx: Context, model, items: list, out: Path, options: PredictOptions
                 ) -> list[Path]:
         """Write the outputs of checked inputs into ``out``; the paths written."""
-
-
-def model_shape(model) -> dict:
-    """What rebuilds ``model`` from its config: input shape and outputs (per head)."""
-    out = model.output
-    outputs = ({k: int(v.shape[-1]) for k, v in out.items()} if isinstance(out, dict)
-               else int(out.shape[-1]))
-    return {"input_shape": [int(n) for n in model.input_shape[1:]], "num_outputs": outputs}
 
 
 def build_model_of(ctx: Context):
@@ -278,7 +269,7 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
     ctx.learned = family.learn(ctx)
     prepared = family.prepare(ctx)
     if prepared.model is not None:
-        ctx.learned["model"] = model_shape(prepared.model)
+        ctx.learned["model"] = bundle.model_shape(prepared.model)
     if state == "force":
         run.clear()
     run.path.mkdir(parents=True, exist_ok=True)  # the first write into the run folder
@@ -336,9 +327,7 @@ def evaluate(task, run_path, model=None, root: str | None = None,
 def model_run(model_path) -> tuple[RunFolder, Path]:
     """The run folder of a model path (a run folder, its ``saved_model/``, or a model
     file inside it) and the model path itself; refuses an unfinished run."""
-    from brain_tf.training.bundle import resolve
-
-    path = resolve(model_path)
+    path = bundle.resolve(model_path)
     if not path.exists():
         raise ModelError(f"{path}: not found; pass a run folder written by 'brain-tf TASK "
                          "train' (or its saved_model/ or model.keras), or pretrained:NAME")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from brain_tf.data.shards import subject_loader
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation.summaries import (
     classification_line, classification_summary, regression_line, regression_summary,
@@ -21,7 +22,6 @@ from brain_tf.inference.batches import predict_in_batches
 from brain_tf.io import load_modalities, load_volume, read_shape
 from brain_tf.io.tables import input_name, write_predictions
 from brain_tf.pipeline import volume_dataset
-from brain_tf.preprocess.loader import subject_loader
 from brain_tf.preprocess.subject import preprocess_subject
 from brain_tf.tasks.segmentation import brain_mask, check_mask_model
 from brain_tf.training import plots

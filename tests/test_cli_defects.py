@@ -257,3 +257,22 @@ def test_shipped_bundles_carry_no_machine_path(name):
     config = load_toml(folder / "config.toml")
     learned = json.loads((folder / "learned.json").read_text())
     assert not [s for s in _strings([config, learned]) if os.path.isabs(s) or "/work/" in s]
+
+
+def test_portable_config_keeps_shipped_names_and_refuses_other_paths(capsys):
+    from brain_tf.errors import ModelError
+    from brain_tf.training.bundle import portable
+
+    config = {"task": "t", "data": {"spec": "camcan", "root": "/data/camcan", "seed": 1},
+              "preprocess": {"mask_model": "models/brain-extraction/RUN"},
+              "fewshot": {"classifier_run": "/runs/classifier"}}
+    assert portable("config.toml", config) == {
+        "task": "t", "data": {"spec": "camcan", "seed": 1}, "preprocess": {"mask_model": ""},
+        "fewshot": {}}
+    assert "--mask" in capsys.readouterr().out
+    assert portable("config.toml", {"preprocess": {"mask_model": "pretrained:brain"}}) == {
+        "preprocess": {"mask_model": "pretrained:brain"}}
+    with pytest.raises(ModelError, match=r"model.weights = '/home/me/w.h5'"):
+        portable("config.toml", {"model": {"weights": "/home/me/w.h5"}})
+    assert portable("learned.json", {"classifier": {"run": "/r", "accuracy": 0.5}}) == {
+        "classifier": {"accuracy": 0.5}}

@@ -368,23 +368,34 @@ def _task_arguments(tp, task) -> None:
 
 
 def _train(task, args):
+    from brain_tf.schema import deep_merge
+    from brain_tf.tasks.base import SCHEMAS
+
     overrides: dict = {}
     if args.config:
         from brain_tf.config import load_toml
 
         overrides = load_toml(args.config)
-    data = overrides.setdefault("data", {})
-    for key, value in (("spec", args.spec), ("root", args.root), ("splits_csv", args.splits),
-                       ("seed", args.seed), ("shards", args.shards)):
-        if value is not None:
-            data[key] = value
-    training = overrides.setdefault("training", {})
-    for key in ("epochs", "stop_at_epoch", "batch_size", "strategy", "mixed_precision",
-                "tensorboard"):
-        if getattr(args, key) is not None:
-            training[key] = getattr(args, key)
+    flags = {"data": {"spec": args.spec, "root": args.root, "splits_csv": args.splits,
+                      "seed": args.seed, "shards": args.shards},
+             "training": {key: getattr(args, key) for key in (
+                 "epochs", "stop_at_epoch", "batch_size", "strategy", "mixed_precision",
+                 "tensorboard")}}
+    sections = SCHEMAS[task.family_of(args.preset)]
+    for section, values in flags.items():
+        given = {key: value for key, value in values.items() if value is not None}
+        if given and section not in sections:
+            names = ", ".join("--" + {"splits_csv": "splits"}.get(key, key).replace("_", "-")
+                              for key in given)
+            raise ConfigError(f"{names}: {task.name} preset {args.preset!r} has no "
+                              f"[{section}] settings (it trains no network); leave "
+                              f"{'it' if len(given) == 1 else 'them'} out")
+        if given:
+            overrides = deep_merge(overrides, {section: given})
     config = task.config(args.preset, overrides)
-    return task.train(config, run_dir=args.run_dir, force=args.force)
+    run = task.train(config, run_dir=args.run_dir, force=args.force)
+    print(f"run folder: {run.path}")
+    return run
 
 
 #: Commands that never load TensorFlow.

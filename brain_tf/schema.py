@@ -9,7 +9,7 @@ in the rest, so the code reads ``config.training.batch_size`` and never guesses 
 Some sections are free-form because their keys belong to a registry checked where the
 object is built: ``model`` (a builder's options, :func:`brain_tf.models.build_model`),
 ``loss`` and ``metrics`` (:mod:`brain_tf.losses`, :mod:`brain_tf.metrics`) and
-``augment`` (checked here with :func:`brain_tf.pipeline.presets.augment_config`).
+``augment`` (checked here with :func:`brain_tf.augment_presets.augment_config`).
 
 A field that may be unset (``None``) always defaults to ``None``: TOML has no null, so
 ``config.toml`` leaves such keys out and reading it back gives the same configuration.
@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from brain_tf.augment_presets import augment_config
 from brain_tf.errors import ConfigError
 
 
@@ -425,8 +426,6 @@ FREE = {"model": (dict, {}), "loss": ((str, dict), None), "metrics": ((list, dic
 
 
 def _check_augment(value, where: str):
-    from brain_tf.pipeline.presets import augment_config
-
     try:
         augment_config(value)
     except ConfigError as err:

@@ -9,12 +9,11 @@ import pytest
 
 from brain_tf.cli import main
 from brain_tf.data import load_spec
-from brain_tf.data.shards import ShardLoader, load_index, shard_dataset
+from brain_tf.data.shards import ShardLoader, load_index, shard_dataset, subject_loader
 from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.preprocess.loader import ManifestLoader
 from brain_tf.tasks import TASKS
-from brain_tf.preprocess.loader import subject_loader
 
 PRESET = TASKS["tumor-segmentation"].config("small")
 

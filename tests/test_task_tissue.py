@@ -12,11 +12,11 @@ import pytest
 from brain_tf.cli import main
 from brain_tf.config import dump_toml, load_toml
 from brain_tf.data import load_spec
+from brain_tf.data.shards import subject_loader
 from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
 from brain_tf.io import save_volume
-from brain_tf.preprocess.loader import subject_loader
 from brain_tf.tasks import TASKS
 
 TINY = {

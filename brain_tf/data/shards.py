@@ -55,7 +55,9 @@ import pandas as pd
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.io.atomic import write_text, writer_gone, writer_tag
 from brain_tf.preprocess.aligned import as_aligned
+from brain_tf.preprocess.loader import ManifestLoader
 from brain_tf.preprocess.subject import Preprocessed, check_config, config_hash
+from brain_tf.progress import Progress
 
 FORMAT = "brain_tf.shards/1"
 INDEX = "index.json"
@@ -146,7 +148,6 @@ def write_shards(spec, out, preprocess: Mapping[str, Any] | None = None, root=No
     Returns the index (also written to ``out/index.json``).
     """
     from brain_tf.data import load_spec
-    from brain_tf.preprocess.loader import ManifestLoader
 
     if subjects_per_shard < 1:
         raise ConfigError(f"subjects_per_shard must be >= 1, not {subjects_per_shard}")
@@ -160,11 +161,7 @@ def write_shards(spec, out, preprocess: Mapping[str, Any] | None = None, root=No
     out.mkdir(parents=True, exist_ok=True)
     previous = _indexed_files(out)
     _remove_unused_sets(out, previous)
-    bar = None
-    if progress:
-        import keras
-
-        bar = keras.utils.Progbar(len(loader), unit_name="subject")
+    bar = Progress(len(loader), "subject") if progress else None
     set_name = f"{SET_PREFIX}{writer_tag()}"
     (out / set_name).mkdir()
     try:
@@ -208,7 +205,7 @@ def _write_set(out: Path, set_name: str, loader, manifest: pd.DataFrame,
                                  "label": item.label is not None, "mask": item.mask is not None,
                                  "metadata": metadata}
                 if bar is not None:
-                    bar.add(1)
+                    bar.add()
         data = (out / name).read_bytes()
         shards.append({"file": name, "subjects": ids, "bytes": len(data),
                        "sha256": hashlib.sha256(data).hexdigest()})
@@ -422,3 +419,16 @@ def shard_dataset(folder: str | os.PathLike, num_parallel_reads: int | None = No
     ds = tf.data.TFRecordDataset(files, compression_type=index["compression"],
                                  num_parallel_reads=num_parallel_reads or autotune)
     return ds.map(parse, num_parallel_calls=num_parallel_calls or autotune)
+
+
+def subject_loader(rows: pd.DataFrame, config, label_values=None, use_labels: bool = True):
+    """The preprocessed subjects of some manifest rows of a run (``len``, ``loader(i)``).
+
+    With ``config.data.shards`` set (a folder written by ``brain-tf shard``) they are read
+    from its TFRecord shards, after checking that those were preprocessed with this
+    config; otherwise from the manifest's files.
+    """
+    preprocess = config.preprocess.to_dict()
+    if config.data.shards:
+        return ShardLoader.for_rows(config.data.shards, rows, preprocess, label_values)
+    return ManifestLoader(rows, preprocess, label_values=label_values, use_labels=use_labels)

@@ -154,11 +154,14 @@ class DataSpec:
         if problems:
             raise SpecError(f"{where}: invalid spec: " + "; ".join(problems))
         ids = data.get("ids", {})
-        if root is None:
-            root = data.get("root", ".")
-        root = Path(os.path.expanduser(str(root)))
-        if not root.is_absolute() and path is not None:
-            root = (Path(path).parent / root).resolve()
+        # a root written in the spec is relative to the spec's folder; one given here
+        # (e.g. typed as --root) is relative to the current folder, like any path argument
+        if root is not None:
+            root = Path(os.path.expanduser(str(root))).resolve()
+        else:
+            root = Path(os.path.expanduser(str(data.get("root", "."))))
+            if not root.is_absolute() and path is not None:
+                root = (Path(path).parent / root).resolve()
         return cls(
             name=data.get("name", Path(path).stem if path else "dataset"),
             kind=kind,
@@ -329,8 +332,9 @@ def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     """Load a data spec TOML, or a shipped one by name (``"camcan"``, see
     :func:`shipped_specs`). ``root`` overrides the spec's root folder.
 
-    A relative ``root`` in the file is resolved against the spec file's folder;
-    relative file patterns are resolved against the root.
+    A relative ``root`` in the file is resolved against the spec file's folder, a
+    relative ``root`` argument against the current folder; relative file patterns are
+    resolved against the root.
 
     ``"bids"`` (with ``root``) or a BIDS dataset folder is the T1w images of that
     dataset (:mod:`brain_tf.bids.source`; a spec file with ``format = "bids"`` filters).

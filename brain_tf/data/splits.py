@@ -19,6 +19,10 @@ from brain_tf.errors import SplitError
 from brain_tf.io.atomic import atomic_path
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+SKIPPED = "skipped"
+"""The split of samples a run left out on purpose (``data.skip_bad``: their files failed
+the check). A splits file lists them so that every sample of the dataset is accounted
+for; they are in no patient's train/val/test split and are never used."""
 
 
 def _allocate(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
@@ -130,12 +134,13 @@ def check_no_leak(manifest: pd.DataFrame, group: str = "subject", split: str = "
                       for sample, splits in twice.groupby("sample", sort=True)[split]]
             raise SplitError(f"{len(detail)} sample(s) are listed more than once "
                              f"({_listed(detail)}); list each sample once, in one split")
-    per_subject = manifest.groupby(group)[split].nunique()
+    used = manifest[manifest[split] != SKIPPED]
+    per_subject = used.groupby(group)[split].nunique()
     leaked = per_subject[per_subject > 1]
     if len(leaked):
         detail = []
         for subject in leaked.index:
-            names = sorted(manifest.loc[manifest[group] == subject, split].unique())
+            names = sorted(used.loc[used[group] == subject, split].unique())
             detail.append(f"{subject} in {'+'.join(names)}")
         raise SplitError(
             f"{len(leaked)} subject(s) appear in more than one split ({_listed(detail)}); "
@@ -143,8 +148,12 @@ def check_no_leak(manifest: pd.DataFrame, group: str = "subject", split: str = "
         )
 
 
-def save_splits(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``sample, subject, split`` to a CSV (atomically)."""
+def save_splits(manifest: pd.DataFrame, path: str | os.PathLike,
+                skipped: pd.DataFrame | None = None) -> Path:
+    """Write ``sample, subject, split`` to a CSV (atomically); the rows of ``skipped``
+    (samples left out on purpose) are listed with the split :data:`SKIPPED`."""
+    if skipped is not None and len(skipped):
+        manifest = pd.concat([manifest, skipped.assign(split=SKIPPED)], ignore_index=True)
     check_no_leak(manifest)
     cols = [c for c in ("sample", "subject", "split") if c in manifest.columns]
     with atomic_path(path) as tmp:
@@ -157,7 +166,8 @@ def apply_splits(manifest: pd.DataFrame, path: str | os.PathLike) -> pd.DataFram
 
     The file is checked as a split made here would be: each sample listed once,
     no patient in two splits, every sample of the dataset listed, every sample
-    listed in the dataset, and the same patient as in the dataset.
+    listed in the dataset, and the same patient as in the dataset. Samples the file
+    lists as :data:`SKIPPED` keep that split (and may have left the dataset since).
     """
     path = Path(path)
     if not path.exists():
@@ -171,8 +181,9 @@ def apply_splits(manifest: pd.DataFrame, path: str | os.PathLike) -> pd.DataFram
         check_no_leak(table, group="subject" if "subject" in table.columns else "sample")
     except SplitError as exc:
         raise SplitError(f"{path}: {exc}") from None
+    skipped = set(table.loc[table["split"] == SKIPPED, "sample"])
     samples = manifest["sample"].astype(str)
-    unknown = sorted(set(table["sample"]) - set(samples))
+    unknown = sorted(set(table["sample"]) - skipped - set(samples))
     if unknown:
         raise SplitError(f"{path}: {len(unknown)} listed sample(s) are not in the dataset "
                          f"({_listed(unknown)}); the splits file is for another dataset, or "

@@ -1,7 +1,7 @@
 """tf.data input pipelines: patch samplers, 3D/2D augmentation, datasets for model.fit.
 
 The names below load their modules on first use, so reading an augmentation config
-(:mod:`brain_tf.pipeline.presets`) does not import TensorFlow.
+(:mod:`brain_tf.augment_presets`, also reachable from here) does not import TensorFlow.
 """
 
 import importlib
@@ -11,8 +11,9 @@ _NAMES = {
     "class_balanced_dataset": "balanced", "lookup_table": "datasets",
     "patch_dataset": "datasets", "slice_dataset": "datasets", "volume_dataset": "datasets",
     "SynthGenerator": "generate",
-    "DEFAULTS_2D": "presets", "DEFAULTS_3D": "presets", "PRESETS": "presets",
-    "augment_config": "presets", "PatchSampler": "sampling", "SamplerStats": "sampling",
+    "DEFAULTS_2D": "brain_tf.augment_presets", "DEFAULTS_3D": "brain_tf.augment_presets",
+    "PRESETS": "brain_tf.augment_presets", "augment_config": "brain_tf.augment_presets",
+    "PatchSampler": "sampling", "SamplerStats": "sampling",
     "cut_patch": "sampling", "Source": "sources", "pipeline_errors": "errors",
     "release_pipelines": "errors",
 }
@@ -22,5 +23,7 @@ __all__ = sorted(_NAMES)
 
 def __getattr__(name):
     if name in _NAMES:
-        return getattr(importlib.import_module(f"brain_tf.pipeline.{_NAMES[name]}"), name)
+        module = _NAMES[name]
+        module = module if "." in module else f"brain_tf.pipeline.{module}"
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'brain_tf.pipeline' has no attribute {name!r}")

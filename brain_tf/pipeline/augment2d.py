@@ -16,8 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
+from brain_tf.augment_presets import augment_config
 from brain_tf.errors import ConfigError
-from brain_tf.pipeline.presets import augment_config
 
 FILL_MODES = ("reflect", "nearest", "constant", "wrap")
 
@@ -98,7 +98,7 @@ def lighting(image, brightness, contrast):
 class Augment2D:
     """2D slice augmentation from a preset name (``"lgg"``, ``"tcga_gbm"``) or dict.
 
-    Keys: :data:`brain_tf.pipeline.presets.DEFAULTS_2D`.
+    Keys: :data:`brain_tf.augment_presets.DEFAULTS_2D`.
     """
 
     def __init__(self, config: str | Mapping[str, Any] | None = None):

@@ -24,10 +24,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from brain_tf.augment_presets import augment_config
 from brain_tf.errors import ConfigError
 from brain_tf.pipeline import intensity as it
 from brain_tf.pipeline import spatial3d as sp
-from brain_tf.pipeline.presets import augment_config
 
 _STREAMS = ("flip", "affine", "elastic", "bias", "blur", "gamma", "intensity", "ghosting",
             "motion", "noise")
@@ -58,7 +58,7 @@ class Augment3D:
 
     Args:
         config: preset name (e.g. ``"brats"``), dict (keys of
-            :data:`brain_tf.pipeline.presets.DEFAULTS_3D`, optionally ``preset``) or None.
+            :data:`brain_tf.augment_presets.DEFAULTS_3D`, optionally ``preset``) or None.
         spacing: voxel size in mm of the volumes it will see (for mm ranges and
             true rotations on anisotropic grids).
     """

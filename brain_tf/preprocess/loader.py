@@ -133,18 +133,3 @@ class SliceLoader:
             mask = load_image(row["label"])
         x, m = preprocess_slice(image, mask, self.config, self.label_values, where=str(path))
         return x if not self.use_labels else (x, m)
-
-
-def subject_loader(rows: pd.DataFrame, config, label_values=None, use_labels: bool = True):
-    """The preprocessed subjects of some manifest rows of a run (``len``, ``loader(i)``).
-
-    With ``config.data.shards`` set (a folder written by ``brain-tf shard``) they are read
-    from its TFRecord shards, after checking that those were preprocessed with this
-    config; otherwise from the manifest's files.
-    """
-    preprocess = config.preprocess.to_dict()
-    if config.data.shards:
-        from brain_tf.data.shards import ShardLoader
-
-        return ShardLoader.for_rows(config.data.shards, rows, preprocess, label_values)
-    return ManifestLoader(rows, preprocess, label_values=label_values, use_labels=use_labels)

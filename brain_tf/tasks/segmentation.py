@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brain_tf.augment_presets import augment_config
+from brain_tf.data.shards import subject_loader
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation import segmentation_metrics
 from brain_tf.evaluation.summaries import segmentation_lines, segmentation_summary
@@ -26,11 +28,9 @@ from brain_tf.inference.segment import Segmenter
 from brain_tf.io import Volume, load_modalities, load_volume, read_shape, save_volume
 from brain_tf.io.tables import input_name
 from brain_tf.pipeline.datasets import patch_dataset
-from brain_tf.pipeline.presets import augment_config
 from brain_tf.pipeline.sampling import PatchSampler
 from brain_tf.preprocess.inverse import restrict_to_mask
 from brain_tf.preprocess.labels import indices_to_values
-from brain_tf.preprocess.loader import subject_loader
 from brain_tf.preprocess.subject import preprocess_subject
 from brain_tf.training import plots
 from brain_tf.training.fit import compiled_model

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from brain_tf.data.shards import subject_loader
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation.summaries import (
     classification_line, classification_summary, regression_line, regression_summary,
@@ -21,7 +22,6 @@ from brain_tf.inference.batches import predict_in_batches
 from brain_tf.io import load_modalities, load_volume, read_shape
 from brain_tf.io.tables import input_name, write_predictions
 from brain_tf.pipeline import volume_dataset
-from brain_tf.preprocess.loader import subject_loader
 from brain_tf.preprocess.subject import preprocess_subject
 from brain_tf.tasks.segmentation import brain_mask, check_mask_model
 from brain_tf.training import plots
@@ -165,15 +165,15 @@ class Volume(Family):
             plots.confusion_matrix_plot(np.array(metrics["confusion_matrix"]), target.classes,
                                         run / "confusion_matrix.png",
                                         title=f"test split: {target.column}")
-            line = classification_line(metrics)
+            line = f"test split ({len(rows)} subjects): {classification_line(metrics)}"
         else:
             truth = rows[target.column].to_numpy(float)
             metrics = regression_summary(truth, out["mean"], train[target.column])
             table["error"] = out["mean"] - truth
             plots.predicted_vs_true(truth, out["mean"], run / "predicted_vs_true.png",
                                     label=target.column)
-            line = regression_line(metrics, len(rows))
-        return table, metrics, [f"test split ({len(rows)} subjects): {line}"]
+            line = regression_line(metrics, len(rows))  # "test split (N subjects): MAE ..."
+        return table, metrics, [line]
 
     def inputs(self, ctx, inputs, options):
         if options.uncertainty and not ctx.config.model.get("mc_dropout"):

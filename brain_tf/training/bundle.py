@@ -5,10 +5,15 @@ A bundle folder holds the run's ``config.toml``, ``learned.json`` and ``complete
 the weights as float16 arrays (``weights.npz``: half the size of float32, with no
 measurable change in the predicted labels), and ``MODEL_CARD.md``. The model is rebuilt
 from the config and the weights are loaded back as float32.
+
+A bundle carries nothing of the machine that trained it: the config's paths to data
+and other runs (which prediction never reads) are left out, and a path left anywhere
+in its config or learned.json stops the export.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import shutil
@@ -21,7 +26,13 @@ from brain_tf.io.atomic import atomic_path, write_text
 
 PREFIX = "pretrained:"
 WEIGHTS = "weights.npz"
-KEPT = ("config.toml", "complete.json")
+
+#: (table, key) of a run's config.toml and learned.json that name files or folders of
+#: the training machine; prediction never reads them, so a bundle leaves them out.
+MACHINE_KEYS = {"config.toml": (("data", "spec"), ("data", "root"), ("data", "splits_csv"),
+                                ("data", "shards"), ("features", "tissue_run"),
+                                ("fewshot", "classifier_run")),
+                "learned.json": (("classifier", "run"),)}
 
 
 def pretrained_folder() -> Path:
@@ -52,19 +63,67 @@ def is_bundle(path: Path) -> bool:
     return (Path(path) / WEIGHTS).exists()
 
 
+def model_shape(model) -> dict:
+    """What rebuilds ``model`` from its config: input shape and outputs (per head)."""
+    out = model.output
+    outputs = ({k: int(v.shape[-1]) for k, v in out.items()} if isinstance(out, dict)
+               else int(out.shape[-1]))
+    return {"input_shape": [int(n) for n in model.input_shape[1:]], "num_outputs": outputs}
+
+
+def _strings(value, where: str):
+    """``(where, text)`` of every string in nested dicts and lists."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+
+
+def portable(name: str, table: dict) -> dict:
+    """``table`` (a run's config or learned.json, by file ``name``) without the paths of
+    the training machine: :data:`MACHINE_KEYS` left out (a shipped data spec's name
+    stays), a brain-extraction model given as a path replaced by none (prediction then
+    asks for a mask per input). A path anywhere else is a :class:`ModelError`."""
+    from brain_tf.data.spec import shipped_specs
+
+    table = copy.deepcopy(table)
+    for section, key in MACHINE_KEYS[name]:
+        values = table.get(section)
+        if isinstance(values, dict) and key in values:
+            if not (section, key) == ("data", "spec") or values[key] not in shipped_specs():
+                del values[key]
+    preprocess = table.get("preprocess") if name == "config.toml" else None
+    model = isinstance(preprocess, dict) and preprocess.get("mask_model")
+    if model and not model.startswith(PREFIX):
+        print(f"{name}: preprocess.mask_model {model!r} is a run of this machine; the bundle "
+              "has none, so its predictions need a --mask per input")
+        preprocess["mask_model"] = ""
+    paths = [f"{where} = {text!r}" for where, text in _strings(table, "")
+             if os.path.isabs(text) or text.startswith("~")]
+    if paths:
+        raise ModelError(f"{name}: {', '.join(paths)} name files of this machine, which a "
+                         "bundle must not carry; train the run without them to export it")
+    return table
+
+
 def write_bundle(run, out: str | os.PathLike, model, card: str) -> Path:
     """Write the bundle of ``run`` (a complete run folder) and its ``model`` to ``out``."""
     import json
 
-    from brain_tf.training.runner import model_shape
+    from brain_tf.config import dumps_toml
 
     run.require_complete()
     out = Path(out)
-    learned = {**run.load_learned(), "model": model_shape(model)}
+    config = portable("config.toml", run.load_config())
+    learned = portable("learned.json", {**run.load_learned(), "model": model_shape(model)})
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        for name in KEPT:
-            shutil.copy2(run / name, tmp / name)
+        shutil.copy2(run / "complete.json", tmp / "complete.json")
+        write_text(tmp / "config.toml", dumps_toml(config))
         (tmp / "learned.json").write_text(json.dumps(learned, indent=2) + "\n")
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{f"w{i:03d}": w.astype(np.float16)

@@ -122,3 +122,11 @@ def run_callbacks(
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     return callbacks
+
+
+def tensorboard_installed() -> bool:
+    """Whether the ``tensorboard`` package is there: TensorFlow writes TensorBoard logs
+    through it but does not install it (``pip install 'brain_tf[tensorboard]'``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None

@@ -118,8 +118,8 @@ class RunFolder:
         for child in self.path.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
 
-    def save_splits(self, manifest: pd.DataFrame) -> Path:
-        return save_splits(manifest, self.path / "splits.csv")
+    def save_splits(self, manifest: pd.DataFrame, skipped: pd.DataFrame | None = None) -> Path:
+        return save_splits(manifest, self.path / "splits.csv", skipped)
 
     def save_json(self, name: str, data) -> Path:
         return write_text(self.path / name, json.dumps(_jsonable(data), indent=2) + "\n")

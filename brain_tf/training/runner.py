@@ -32,6 +32,7 @@ import pandas as pd
 
 from brain_tf.errors import ConfigError, DataError, ModelError
 from brain_tf.schema import RunConfig
+from brain_tf.training import bundle
 from brain_tf.training.run import RunFolder, SavedModelPredictor, load_keras_model
 
 
@@ -110,8 +111,6 @@ class Family(abc.ABC):
     def load_predictor(self, ctx: Context, path: Path):
         """The model of a run folder, its ``saved_model/``, a ``.keras`` file or a shipped
         bundle (rebuilt from its config, see :mod:`brain_tf.training.bundle`)."""
-        from brain_tf.training import bundle
-
         if path.suffix == ".keras":
             return load_keras_model(path)
         if bundle.is_bundle(path):
@@ -130,14 +129,6 @@ class Family(abc.ABC):
     def predict(self, ctx: Context, model, items: list, out: Path, options: PredictOptions
                 ) -> list[Path]:
         """Write the outputs of checked inputs into ``out``; the paths written."""
-
-
-def model_shape(model) -> dict:
-    """What rebuilds ``model`` from its config: input shape and outputs (per head)."""
-    out = model.output
-    outputs = ({k: int(v.shape[-1]) for k, v in out.items()} if isinstance(out, dict)
-               else int(out.shape[-1]))
-    return {"input_shape": [int(n) for n in model.input_shape[1:]], "num_outputs": outputs}
 
 
 def build_model_of(ctx: Context):
@@ -163,7 +154,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def load_manifest(config: RunConfig, root: str | None = None):
-    """The data spec and its manifest with a ``split`` column (by patient)."""
+    """The data spec and its manifest with a ``split`` column (by patient; samples a
+    splits file lists as skipped have the split :data:`brain_tf.data.splits.SKIPPED`)."""
     from brain_tf.data import apply_splits, load_spec, split_subjects
 
     data = config.data
@@ -186,8 +178,12 @@ def load_manifest(config: RunConfig, root: str | None = None):
 def checked(manifest: pd.DataFrame, spec, skip_bad: bool = False) -> pd.DataFrame:
     """The manifest after reading every file of every split once (readable to the last
     byte, grids that agree, label values in the spec's set, no NaN): all problems at once
-    as one DataError, or with ``skip_bad`` the bad subjects left out and listed."""
+    as one DataError, or with ``skip_bad`` the bad subjects left out and listed. Samples
+    a splits file skipped are left out unread."""
     from brain_tf.data.check import check_manifest, default_cache_path
+    from brain_tf.data.splits import SKIPPED
+
+    manifest = manifest[manifest["split"] != SKIPPED].reset_index(drop=True)
 
     report = check_manifest(manifest, spec, on_error="skip" if skip_bad else "raise",
                             cache=default_cache_path())
@@ -250,6 +246,12 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
 
     family = task.family(config.preset)
     if "training" in config:  # a Keras model (the age-feature regressors have none)
+        from brain_tf.training.callbacks import tensorboard_installed
+
+        if config.training.tensorboard and not tensorboard_installed():
+            raise ConfigError("--tensorboard (training.tensorboard) needs the tensorboard "
+                              "package, which is not installed: pip install "
+                              "'brain_tf[tensorboard]'")
         get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
         seed_everything(config.data.seed, config.training.deterministic)
     run, state = _run_folder(config, run_dir, force)
@@ -257,8 +259,8 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
         print(f"{run.path} holds a finished run; left as it is (pass --force to train it "
               "again from scratch)")
         return run
-    spec, manifest = load_manifest(config)
-    manifest = checked(manifest, spec, config.data.skip_bad)
+    spec, listed = load_manifest(config)
+    manifest = checked(listed, spec, config.data.skip_bad)
     ctx = Context(task, config, spec, manifest)
     for split in ("train", "val"):
         if len(ctx.rows(split)) == 0 and config.data.fractions.get(split, 0) > 0:
@@ -267,13 +269,13 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
     ctx.learned = family.learn(ctx)
     prepared = family.prepare(ctx)
     if prepared.model is not None:
-        ctx.learned["model"] = model_shape(prepared.model)
+        ctx.learned["model"] = bundle.model_shape(prepared.model)
     if state == "force":
         run.clear()
     run.path.mkdir(parents=True, exist_ok=True)  # the first write into the run folder
     run.save_config(config.to_dict())
     run.save_learned(ctx.learned)
-    run.save_splits(manifest)
+    run.save_splits(manifest, skipped=listed[~listed["sample"].isin(manifest["sample"])])
     model = family.fit(ctx, prepared, run)
     run.save_learned(ctx.learned)  # a family may learn during fit (the chosen regressor)
     family.save(run, model)
@@ -290,13 +292,16 @@ def open_run(task, run_path, root: str | None = None, unfinished: bool = False
              ) -> tuple[RunFolder, Context]:
     """A run folder and its context, split as in training (``root`` points the data spec
     at a dataset that moved since training)."""
+    from brain_tf.data.splits import SKIPPED
+
     run = RunFolder.open(run_path)
     if not unfinished:
         run.require_complete()
     config = task.load_config(run)
     ctx = Context(task, config, learned=run.load_learned())
     config.data.splits_csv = str(run / "splits.csv")
-    ctx.spec, ctx.manifest = load_manifest(config, root=root)
+    ctx.spec, manifest = load_manifest(config, root=root)
+    ctx.manifest = manifest[manifest["split"] != SKIPPED].reset_index(drop=True)
     return run, ctx
 
 
@@ -322,9 +327,7 @@ def evaluate(task, run_path, model=None, root: str | None = None,
 def model_run(model_path) -> tuple[RunFolder, Path]:
     """The run folder of a model path (a run folder, its ``saved_model/``, or a model
     file inside it) and the model path itself; refuses an unfinished run."""
-    from brain_tf.training.bundle import resolve
-
-    path = resolve(model_path)
+    path = bundle.resolve(model_path)
     if not path.exists():
         raise ModelError(f"{path}: not found; pass a run folder written by 'brain-tf TASK "
                          "train' (or its saved_model/ or model.keras), or pretrained:NAME")

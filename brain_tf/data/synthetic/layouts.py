@@ -42,6 +42,7 @@ from brain_tf.data.spec import shipped_specs
 from brain_tf.data.synthetic import write_bids, write_slices, write_volumes
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.io.atomic import atomic_path
+from brain_tf.progress import Progress
 
 SPEC_FILE = "spec.toml"
 MARK = "Synthetic phantom twin of: "
@@ -168,17 +169,11 @@ def synthesize(layout: str, out: str | os.PathLike, subjects: int = 10, seed: in
     if out.is_dir() and any(out.iterdir()) and not _is_synthetic(out):
         raise DataError(f"{out}: folder is not empty and holds no synthetic dataset; "
                         "choose a new or empty folder")
-    bar = None
-    if progress:
-        import keras
-
-        bar = keras.utils.Progbar(int(subjects), unit_name="subject")
-    count = [0]
+    bar = Progress(int(subjects), "subject") if progress else None
 
     def tick() -> None:
-        count[0] += 1
         if bar is not None:
-            bar.update(count[0])
+            bar.add()
 
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)

@@ -1,4 +1,5 @@
-"""Augmentation configs: defaults, the per-system presets, and merging.
+"""Augmentation configs: defaults, the per-system presets, and merging (configuration
+only: the typed config checks ``[augment]`` with it; :mod:`brain_tf.pipeline` applies it).
 
 An augmentation config is a TOML-friendly dict. It may name a ``preset`` and
 override any of its keys::

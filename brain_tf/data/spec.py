@@ -52,8 +52,6 @@ from brain_tf.io.atomic import write_text
 KINDS = ("volume", "slice")
 _TOP_KEYS = {"name", "description", "kind", "root", "files", "ids", "labels", "metadata",
              "defaults", "fields", "format"}
-#: ``format = "bids"`` specs (and ``--spec bids``) read a BIDS dataset: brain_tf.bids.source
-BIDS = "bids"
 _FILE_KEYS = {"images", "label", "mask", "optional", "channels"}
 _META_KEYS = {"path", "join", "id", "age", "sex", "sex_codes", "columns", "required", "sheet"}
 
@@ -92,7 +90,7 @@ def read_table(path: Path, sheet=None) -> pd.DataFrame:
 
 @dataclass
 class DataSpec:
-    """A parsed data spec. Build with :func:`load_spec` or :meth:`from_dict`."""
+    """A parsed data spec. Build with :func:`brain_tf.data.load_spec` or :meth:`from_dict`."""
 
     name: str
     kind: str
@@ -114,10 +112,6 @@ class DataSpec:
     # ----------------------------------------------------------------- parsing
     @classmethod
     def from_dict(cls, data: dict, path: Path | None = None, root=None) -> "DataSpec":
-        if cls is DataSpec and data.get("format") == BIDS:
-            from brain_tf.bids.source import BidsSpec
-
-            return BidsSpec.from_dict(data, path=path, root=root)
         where = str(path) if path else "data spec"
         problems = []
         unknown = set(data) - _TOP_KEYS
@@ -326,31 +320,6 @@ class DataSpec:
         front += [c for c in ("label", "mask", "age", "sex") if c in df.columns]
         rest = [c for c in df.columns if c not in front]
         return df[front + rest].sort_values("sample", kind="stable").reset_index(drop=True)
-
-
-def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) -> DataSpec:
-    """Load a data spec TOML, or a shipped one by name (``"camcan"``, see
-    :func:`shipped_specs`). ``root`` overrides the spec's root folder.
-
-    A relative ``root`` in the file is resolved against the spec file's folder, a
-    relative ``root`` argument against the current folder; relative file patterns are
-    resolved against the root.
-
-    ``"bids"`` (with ``root``) or a BIDS dataset folder is the T1w images of that
-    dataset (:mod:`brain_tf.bids.source`; a spec file with ``format = "bids"`` filters).
-    """
-    folder = Path(path)
-    named = str(path) == BIDS and not folder.exists()
-    if named or (folder / "dataset_description.json").is_file():
-        from brain_tf.bids.source import bids_spec
-
-        return bids_spec(root if root is not None or named else folder)
-    path = spec_path(path)
-    try:
-        data = load_toml(path)
-    except Exception as exc:
-        raise SpecError(str(exc)) from None
-    return DataSpec.from_dict(data, path=path, root=root)
 
 
 def shipped_specs() -> dict[str, Path]:

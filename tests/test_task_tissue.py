@@ -1,5 +1,6 @@
 """Tissue segmentation and tissue volumes end to end on a tiny synthetic Cam-CAN-layout dataset."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
 from brain_tf.io import load_volume, save_volume
+from brain_tf.preprocess.brain_mask import simple_brain_mask
 from brain_tf.preprocess.loader import subject_loader
 from brain_tf.tasks import TASKS
 
@@ -234,3 +236,14 @@ def test_predict_without_mask_agrees_with_evaluate(tmp_path, monkeypatch):
     for name in ("csf", "gm", "wm"):
         assert predicted[f"{name}_ml"] == pytest.approx(evaluated[f"{name}_ml_pred"], rel=1e-9)
     assert asked == ["pretrained:brain"]
+    # a run trained on data without mask files predicts inside the threshold mask that its
+    # preprocessing computes from the scan (the mask it was trained with)
+    unmasked = tmp_path / "run_without_mask_files"
+    shutil.copytree(run.path, unmasked)
+    learned = json.loads((unmasked / "learned.json").read_text())
+    (unmasked / "learned.json").write_text(json.dumps({**learned, "mask_files": False}))
+    out = task.predict(unmasked, [str(scan)], tmp_path / "pred_threshold")
+    volume = load_volume(scan)
+    head = volume.file_grid.to_file(simple_brain_mask(volume.array))
+    labels = np.asarray(nib.load(str(out[0])).dataobj)
+    assert asked == ["pretrained:brain"] and labels.any() and not labels[~head].any()

@@ -170,6 +170,36 @@ def test_mc_dropout_rate_positive_varies():
     assert (chunked["std"] > 0).any()
 
 
+def test_seeded_mc_dropout_is_the_same_every_time_and_after_export(tmp_path):
+    """Seeded passes repeat exactly, for the model in memory, the model reloaded from its
+    file in a fresh state and its exported SavedModel; another seed gives other passes."""
+    from brain_tf.inference.batches import predict_in_batches
+    from brain_tf.inference.mc_dropout import seed_random_layers
+    from brain_tf.training.run import SavedModelPredictor, load_keras_model
+
+    model = _classifier(0.5, heads={"perspective": 3, "sequence": 4})
+    x = np.random.default_rng(5).normal(size=(5, 6)).astype(np.float32)
+    first = mc_dropout_predict(model, x, passes=6, batch_size=4, seed=7)
+    model.predict_on_batch(x)  # the random state moves on with every call
+    again = mc_dropout_predict(model, x, passes=6, batch_size=4, seed=7)
+    other = mc_dropout_predict(model, x, passes=6, batch_size=4, seed=8)
+    for head in ("perspective", "sequence"):
+        np.testing.assert_array_equal(again[head]["mean"], first[head]["mean"])
+        np.testing.assert_array_equal(again[head]["std"], first[head]["std"])
+        assert not np.allclose(other[head]["mean"], first[head]["mean"])
+    model.save(tmp_path / "m.keras")
+    model.export(tmp_path / "saved", verbose=False)
+    loaded, exported = load_keras_model(tmp_path / "m.keras"), SavedModelPredictor(tmp_path / "saved")
+    assert seed_random_layers(model, 0) == seed_random_layers(exported, 0) == 1
+    mean, std = predict_in_batches(model, lambda idx: x[list(idx)], 5, 2, passes=4, seed=3)
+    for predictor in (model, loaded, exported):
+        predictor(x) if predictor is exported else predictor.predict_on_batch(x)
+        m, s = predict_in_batches(predictor, lambda idx: x[list(idx)], 5, 2, passes=4, seed=3)
+        for head in mean:
+            np.testing.assert_allclose(m[head], mean[head], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(s[head], std[head], rtol=1e-5, atol=1e-6)
+
+
 def test_mc_dropout_regressor_keeps_batchnorm_in_inference_mode():
     inputs = keras.Input((3,))
     bn = keras.layers.BatchNormalization(name="bn")

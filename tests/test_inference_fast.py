@@ -100,6 +100,39 @@ def test_compiled_path_input_kinds(heads, volume):
     np.testing.assert_array_equal(shared, volume)  # the shared input is not written to
 
 
+def test_compiled_path_any_array_kind(heads, volume, tmp_path):
+    """Read-only, memory-mapped, big-endian, other dtypes and strided views: each gives
+    the numpy path's result, whether the compiled path shares its memory or copies it
+    (a read-only array that is aligned float32 cannot be shared through DLPack)."""
+    model = heads["softmax"]
+    expected = sliding_window_predict(model, volume, 16, 0.5, compiled=False)
+    frozen = aligned_empty(volume.shape)
+    frozen[...] = volume
+    frozen.setflags(write=False)  # aligned, contiguous float32, but read-only
+    np.save(tmp_path / "v.npy", volume)
+    mapped_ro = np.load(tmp_path / "v.npy", mmap_mode="r")
+    mapped_rw = np.load(tmp_path / "v.npy", mmap_mode="r+")
+    raw = np.memmap(tmp_path / "v.raw", np.float32, "w+", shape=volume.shape)
+    raw[...] = volume
+    raw.flush()
+    page = np.memmap(tmp_path / "v.raw", np.float32, "r", shape=volume.shape)
+    assert page.ctypes.data % 64 == 0 and not page.flags.writeable  # mmap'd pages: aligned
+    wide = np.zeros(volume.shape[:3] + (4,), np.float32)
+    wide[..., ::2] = volume
+    kinds = {"read-only aligned": frozen, "memory-mapped read-only": mapped_ro,
+             "memory-mapped writable": mapped_rw, "memory-mapped page": page,
+             "from bytes": np.frombuffer(volume.tobytes(), np.float32).reshape(volume.shape),
+             "big-endian": volume.astype(">f4"), "float16": volume.astype(np.float16),
+             "channel stride": wide[..., ::2], "reversed": volume[::-1][::-1]}
+    for name, array in kinds.items():
+        out = sliding_window_predict(model, array, 16, 0.5)
+        reference = sliding_window_predict(model, array, 16, 0.5, compiled=False)
+        np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-6, err_msg=name)
+        if array.dtype != np.float16:  # the same values as the original volume
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(page, volume)  # nothing written through a shared view
+
+
 def test_compiled_path_errors(volume):
     shrinking = keras.Sequential([keras.Input((None, None, None, 2)),
                                   keras.layers.Conv3D(1, 3, strides=2, padding="same")])

@@ -148,3 +148,23 @@ def test_saved_model_takes_the_raw_image_and_matches_predict(trained, tmp_path):
                         ("sequence", ["DWI", "T1", "T1C", "T2"])):
         np.testing.assert_allclose(table[[f"{head}_prob_{n}" for n in names]].to_numpy()[0],
                                    served[head].numpy()[0], atol=1e-5)
+
+
+def test_mc_dropout_evaluation_is_the_same_every_time(tmp_path):
+    """A finished run's evaluation does not change from call to call: the MC-dropout passes
+    are seeded from data.seed, so evaluate gives what training's final evaluation wrote."""
+    spec = synthesize("tcga_gbm_slices", tmp_path / "data", subjects=5, seed=1, shape=(32, 32))
+    task = TASKS["slice-classification"]
+    config = task.config("small", {
+        "data": {"spec": str(spec)}, "preprocess": {"shape": [32, 32]},
+        "model": {**TINY_MODEL, "mc_dropout": True, "dropout": 0.5},
+        "training": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 16, "verbose": 0},
+        "inference": {"gradcam_slices": 0, "mc_passes": 4}})
+    run = task.train(config, run_dir=str(tmp_path / "run"))
+    trained = (run / "metrics.json").read_text()
+    table = (run / "test_items.csv").read_text()
+    assert '"mc_passes": 4' in trained
+    for _ in range(2):
+        task.evaluate(run.path)
+        assert (run / "metrics.json").read_text() == trained
+        assert (run / "test_items.csv").read_text() == table

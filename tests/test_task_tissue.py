@@ -1,5 +1,6 @@
 """Tissue segmentation and tissue volumes end to end on a tiny synthetic Cam-CAN-layout dataset."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from brain_tf.data.shards import subject_loader
 from brain_tf.data.synthetic import synthesize
 from brain_tf.errors import ConfigError, DataError
 from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
-from brain_tf.io import save_volume
+from brain_tf.io import load_volume, save_volume
+from brain_tf.preprocess.brain_mask import simple_brain_mask
 from brain_tf.tasks import TASKS
 
 TINY = {
@@ -197,3 +199,51 @@ def test_predictions_keep_the_input_grid_in_any_voxel_order(trained, tmp_path):
         np.testing.assert_allclose(out.affine, moved.affine)
         np.testing.assert_array_equal(np.asarray(out.dataobj),
                                       apply_orientation(ras, np.array(ornt)))
+
+
+def test_predict_without_mask_agrees_with_evaluate(tmp_path, monkeypatch):
+    """A small-preset run (preprocess.mask = "auto") trained and evaluated with the spec's
+    brain masks predicts a scan given without --mask inside the same kind of mask (from
+    preprocess.mask_model, here standing in with the subject's own mask file), not inside
+    a threshold mask of the whole head. On a preprocessing grid equal to the scan's (8 mm,
+    24 x 28 x 24) no resampling happens, so predict's tissue volumes equal evaluate's
+    exactly (up to float rounding), and no voxel outside the brain is labelled."""
+    spec = synthesize("camcan", tmp_path / "data", subjects=5, seed=2, shape=(24, 28, 24))
+    task = TASKS["tissue-segmentation"]
+    config = task.config("small", {
+        **TINY, "data": {"spec": str(spec)},
+        "preprocess": {"spacing": [8.0, 8.0, 8.0], "shape": [24, 28, 24]},
+        "training": {**TINY["training"], "epochs": 1, "stop_at_epoch": None}})
+    run = task.train(config, run_dir=str(tmp_path / "run"))
+    evaluated = pd.read_csv(run / "test_volumes.csv").iloc[0]
+    scan = tmp_path / "data" / "images" / f"sub-{evaluated['item']}_T1w_unbiased.nii.gz"
+    mask_file = tmp_path / "data" / "masks" / f"sub-{evaluated['item']}_T1w_brain_mask.nii.gz"
+    asked = []
+
+    def brain_mask(volume, model):
+        asked.append(model)
+        return load_volume(mask_file, ndim=3)
+
+    monkeypatch.setattr("brain_tf.tasks.segmentation.brain_mask", brain_mask)
+    assert main(["tissue-segmentation", "predict", "--model", str(run.path), str(scan),
+                 "--out", str(tmp_path / "pred")]) == 0
+    seg = tmp_path / "pred" / f"sub-{evaluated['item']}_T1w_unbiased_seg.nii.gz"
+    labels = np.asarray(nib.load(str(seg)).dataobj)
+    brain = np.asarray(nib.load(str(mask_file)).dataobj) > 0
+    assert labels.any() and not labels[~brain].any()
+    assert main(["tissue-volumes", str(seg), "--out", str(tmp_path / "volumes.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "volumes.csv").iloc[0]
+    for name in ("csf", "gm", "wm"):
+        assert predicted[f"{name}_ml"] == pytest.approx(evaluated[f"{name}_ml_pred"], rel=1e-9)
+    assert asked == ["pretrained:brain"]
+    # a run trained on data without mask files predicts inside the threshold mask that its
+    # preprocessing computes from the scan (the mask it was trained with)
+    unmasked = tmp_path / "run_without_mask_files"
+    shutil.copytree(run.path, unmasked)
+    learned = json.loads((unmasked / "learned.json").read_text())
+    (unmasked / "learned.json").write_text(json.dumps({**learned, "mask_files": False}))
+    out = task.predict(unmasked, [str(scan)], tmp_path / "pred_threshold")
+    volume = load_volume(scan)
+    head = volume.file_grid.to_file(simple_brain_mask(volume.array))
+    labels = np.asarray(nib.load(str(out[0])).dataobj)
+    assert asked == ["pretrained:brain"] and labels.any() and not labels[~head].any()

@@ -98,6 +98,41 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     assert not (tmp_path / "backup").exists() and (tmp_path / "complete.json").exists()
 
 
+class _Killed(BaseException):
+    """Ends a fit where it is raised, as a SIGKILL would: no later callback runs."""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_run_killed_around_its_backup_resumes_with_every_epoch_once(tmp_path, monkeypatch,
+                                                                     when):
+    """Killed in epoch 1 just before or just after its backup is written, the resumed
+    run's history.csv holds every epoch exactly once (a kill between the backup and the
+    history row used to leave epochs 0, 2, 3)."""
+    save = keras.callbacks.BackupAndRestore._save_model
+
+    def save_then_die(self):
+        if when == "before" and self._current_epoch == 2:
+            raise _Killed
+        save(self)
+        if when == "after" and self._current_epoch == 2:
+            raise _Killed
+
+    x, y = data()
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "_save_model", save_then_die)
+    with pytest.raises(_Killed):
+        tiny_model().fit(x, y, validation_data=(x, y), epochs=4, verbose=0,
+                         callbacks=run_callbacks(tmp_path, patience=None))
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "_save_model", save)
+    epochs_run = []
+    count = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))
+    tiny_model(seed=1).fit(x, y, validation_data=(x, y), epochs=4, verbose=0,
+                           callbacks=run_callbacks(tmp_path, patience=None) + [count])
+    assert epochs_run == ([1, 2, 3] if when == "before" else [2, 3])
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert history["loss"].notna().all() and history["val_loss"].notna().all()
+
+
 def test_run_folder_saves_and_exports(tmp_path):
     x, _ = data()
     model = tiny_model()

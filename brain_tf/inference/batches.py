@@ -7,12 +7,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from brain_tf.inference.calling import predict_batch, select_output
-from brain_tf.inference.mc_dropout import mc_dropout_predict
+from brain_tf.inference.mc_dropout import mc_dropout_predict, seed_random_layers
 
 
 def predict_in_batches(model, load: Callable[[Sequence[int]], np.ndarray], n: int,
-                       batch_size: int, passes: int = 0, kind: str = "classifier"
-                       ) -> tuple[dict, dict | None]:
+                       batch_size: int, passes: int = 0, kind: str = "classifier",
+                       seed: int | None = None) -> tuple[dict, dict | None]:
     """Outputs of ``model`` for items ``0..n-1``, where ``load(indices)`` returns their
     input batch; inputs are loaded one batch at a time, so memory does not grow with ``n``.
 
@@ -20,7 +20,11 @@ def predict_in_batches(model, load: Callable[[Sequence[int]], np.ndarray], n: in
     single-output model). Without ``passes`` ``mean`` is the model's output and ``std`` is
     None; with ``passes`` (a model with MC dropout) they are the mean and standard
     deviation over that many stochastic passes (see :func:`mc_dropout_predict`).
+    With ``seed`` the model's random layers (MC dropout) are seeded once before the first
+    batch (:func:`seed_random_layers`), so the same items give the same outputs every time.
     """
+    if seed is not None:
+        seed_random_layers(model, seed)
     means, stds = [], []
     for start in range(0, n, batch_size):
         batch = load(range(start, min(n, start + batch_size)))

@@ -39,8 +39,9 @@ function saves the per-batch Python work of the numpy path (Keras
 Memory: TensorFlow copies every numpy array it is given, except through
 DLPack, which shares a C-contiguous array whose data is aligned to 64 bytes.
 The volume is handed over that way; an array that is not aligned (numpy's
-own allocations usually are not) or not float32 is first copied into one that
-is (one copy, as TensorFlow would make). Arrays made with
+own allocations usually are not), not native-order float32, or read-only
+(DLPack cannot say so, and numpy refuses to export it) is first copied into
+one that is (one copy, as TensorFlow would make). Arrays made with
 :func:`aligned_empty` are shared without a copy. Besides the input, a call
 holds the accumulator (the size of the output), one batch of tiles and the
 model's activations, and at the end the output array itself.
@@ -84,10 +85,19 @@ def aligned_empty(shape, dtype="float32") -> np.ndarray:
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
+def shareable(array: np.ndarray) -> bool:
+    """Whether TensorFlow can take ``array`` through DLPack without a copy: native-order
+    float32, C-contiguous, aligned and writable (DLPack cannot mark a buffer read-only, so
+    numpy refuses to export a read-only array: a read-only memory map, ``np.frombuffer`` of
+    bytes, an array with ``setflags(write=False)``)."""
+    return (array.dtype == np.float32 and array.dtype.isnative and array.flags.c_contiguous
+            and array.flags.writeable and array.ctypes.data % ALIGNMENT == 0)
+
+
 def _shared_tensor(array: np.ndarray) -> tf.Tensor:
-    """``array`` as a float32 tensor, sharing its memory where it is aligned float32."""
-    if not (array.dtype == np.float32 and array.flags.c_contiguous
-            and array.ctypes.data % ALIGNMENT == 0):
+    """``array`` as a float32 tensor, sharing its memory where :func:`shareable`, else from
+    an aligned float32 copy."""
+    if not shareable(array):
         copy = aligned_empty(array.shape, np.float32)
         np.copyto(copy, array, casting="unsafe")
         array = copy

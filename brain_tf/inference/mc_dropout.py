@@ -17,6 +17,12 @@ regressors
 statistics are merged pass group by pass group (Chan's parallel algorithm)
 in float64, so no pass is kept unless ``keep_samples=True``, and identical
 passes (dropout rate 0) give a standard deviation of exactly 0.
+
+The dropout masks come from each layer's random state, a variable saved with the model
+and advanced by every call. :func:`seed_random_layers` sets those states from a seed, so
+that the passes after it are the same in every process, for a model in memory or loaded
+from its file: the tasks seed them from the run's ``data.seed`` before they predict, which
+makes evaluating a finished run (and predicting) give the same numbers every time.
 """
 
 from __future__ import annotations
@@ -29,6 +35,18 @@ from brain_tf.errors import ConfigError, DataError
 from brain_tf.inference.calling import predict_batch
 
 KINDS = ("auto", "classifier", "regressor")
+
+
+def seed_random_layers(model, seed: int) -> int:
+    """Set the random state of every random layer of ``model`` (a Keras model, or anything
+    with ``variables`` such as a loaded SavedModel) from ``seed``, each layer its own;
+    returns how many states were set (0 for a model without random layers)."""
+    states = [v for v in getattr(model, "variables", None) or ()
+              if "seed_generator_state" in str(getattr(v, "path", None) or v.name)]
+    for i, state in enumerate(states):
+        start = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
+        state.assign([start, 0])
+    return len(states)
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -135,6 +153,7 @@ def mc_dropout_predict(
     batch_size: int = 32,
     kind="auto",
     keep_samples: bool = False,
+    seed: int | None = None,
 ):
     """Run ``passes`` stochastic predictions and summarise them per sample.
 
@@ -151,6 +170,8 @@ def mc_dropout_predict(
             distribution over its last axis, else regressor),
             ``"classifier"``, ``"regressor"``, or a dict per output head.
         keep_samples: also return every pass (``samples``, (T, n, ...)).
+        seed: when given, the model's random layers are seeded with it first
+            (:func:`seed_random_layers`): the same call gives the same numbers.
 
     Returns:
         For a single-output model, a dict of arrays (see the module
@@ -167,6 +188,8 @@ def mc_dropout_predict(
         raise DataError(f"inputs have batch sizes {sorted(lengths)}; give one non-empty batch "
                         "(n, ...) per model input, all with the same n")
     n = lengths.pop()
+    if seed is not None:
+        seed_random_layers(model, seed)
 
     per_call, repeated = 1, None
     if n <= batch_size:

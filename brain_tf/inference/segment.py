@@ -41,9 +41,19 @@ class Segmenter:
                    threshold=inf.threshold, merge=inf.merge,
                    largest_component=inf.largest_component)
 
-    def probabilities(self, model, image: np.ndarray) -> np.ndarray:
-        return sliding_window_predict(model, image, self.patch_size, overlap=self.overlap,
-                                      tta=self.tta, batch_size=self.batch_size)
+    def probabilities(self, model, image: np.ndarray, mask=None) -> np.ndarray:
+        """Sliding-window probabilities of a preprocessed image; with a brain ``mask`` on
+        its grid, those of background outside it (1 for the background channel of a
+        softmax head, 0 for every sigmoid channel)."""
+        probabilities = sliding_window_predict(model, image, self.patch_size,
+                                               overlap=self.overlap, tta=self.tta,
+                                               batch_size=self.batch_size)
+        if mask is None:
+            return probabilities
+        background = np.zeros(probabilities.shape[-1], probabilities.dtype)
+        if self.activation != "sigmoid":
+            background[0] = 1
+        return np.where(np.asarray(mask, bool)[..., None], probabilities, background)
 
     def voxel_labels(self, probabilities: np.ndarray) -> np.ndarray:
         """Class indices 0..K-1 of probabilities (..., outputs), voxel by voxel."""
@@ -59,17 +69,19 @@ class Segmenter:
             return largest_components(indices, range(1, self.num_classes))
         return indices
 
-    def __call__(self, model, image: np.ndarray) -> np.ndarray:
-        """Class indices of a preprocessed image, on its own grid."""
-        return self.clean(self.voxel_labels(self.probabilities(model, image)))
+    def __call__(self, model, image: np.ndarray, mask=None) -> np.ndarray:
+        """Class indices of a preprocessed image, on its own grid (background outside a
+        brain ``mask`` on that grid)."""
+        return self.clean(self.voxel_labels(self.probabilities(model, image, mask)))
 
-    def on_input_grid(self, model, image: np.ndarray, affine, grid) -> np.ndarray:
+    def on_input_grid(self, model, image: np.ndarray, affine, grid, mask=None) -> np.ndarray:
         """Class indices of a preprocessed image (on the grid of ``affine``) on the input
-        file's own grid (:class:`brain_tf.io.Grid`): probabilities are resampled there,
-        then the classes taken (:func:`brain_tf.preprocess.labels_on_grid`)."""
+        file's own grid (:class:`brain_tf.io.Grid`): probabilities (background outside a
+        brain ``mask`` on the preprocessed grid) are resampled there, then the classes
+        taken (:func:`brain_tf.preprocess.labels_on_grid`)."""
         from brain_tf.preprocess.inverse import labels_on_grid
 
-        probabilities = self.probabilities(model, image)
+        probabilities = self.probabilities(model, image, mask)
         return self.clean(labels_on_grid(
             probabilities, affine, grid, to_labels=self.voxel_labels,
             background_channel=None if self.activation == "sigmoid" else 0))

@@ -6,7 +6,14 @@ test subjects are segmented whole with Gaussian-blended sliding windows
 sensitivity, specificity, HD95 in mm; ``[evaluation] volumes`` adds predicted and
 reference volumes). New scans are predicted on their own grid: probabilities are resampled
 back through the inverse of the preprocessing, so the label map has the input file's
-shape, affine and voxel order whatever its orientation; a given brain mask restricts it.
+shape, affine and voxel order whatever its orientation.
+
+A run whose preprocessing uses a brain mask labels nothing outside it, in evaluation and
+in prediction alike, and predicts with the kind of mask it was trained and evaluated
+with: the mask given with the scan, else (for a run trained on mask files) the one
+``preprocess.mask_model`` computes, else (``mask = "auto"`` on data without mask files)
+the threshold mask computed from the image. A given mask restricts the labels on the
+input's grid; a computed threshold mask the probabilities on the preprocessed grid.
 """
 
 from __future__ import annotations
@@ -41,8 +48,25 @@ def _sigmoid(config) -> bool:
     return config.model.get("output_activation", "softmax") == "sigmoid"
 
 
-def _needs_mask(pre) -> bool:
-    return pre.mask == "given" and (pre.apply_mask or pre.normalise == "zscore_mask")
+def _uses_mask(pre) -> bool:
+    """Whether the preprocessing uses a brain mask (zero outside it, or normalise in it)."""
+    return pre.mask != "none" and (pre.apply_mask or pre.normalise == "zscore_mask")
+
+
+def _needs_mask(ctx) -> bool:
+    """Whether predicting a scan needs a brain mask given or computed by a brain-extraction
+    model: the preprocessing uses one, and the run was trained on mask files (``mask =
+    "given"``, or ``"auto"`` with masks in the data: a threshold mask of the image, which
+    takes in the whole head, is not the mask it was trained and evaluated with)."""
+    pre = ctx.config.preprocess
+    return _uses_mask(pre) and (pre.mask == "given" or ctx.learned.get("mask_files", True))
+
+
+def _mask_files(ctx) -> bool:
+    """Whether the training subjects come with brain-mask files for the preprocessing."""
+    rows = ctx.rows("train")
+    return (ctx.config.classes.source != "mask" and "mask" in rows
+            and bool(rows["mask"].notna().any()))
 
 
 def model_input(config, channels) -> dict:
@@ -79,7 +103,7 @@ class Segmentation(Family):
     def learn(self, ctx):
         labels, sources = classes(ctx.config, ctx.spec)
         return {"labels": labels, "label_sources": sources,
-                "channels": list(ctx.spec.channel_names),
+                "channels": list(ctx.spec.channel_names), "mask_files": _mask_files(ctx),
                 "input": model_input(ctx.config, ctx.spec.channel_names)}
 
     def _loader(self, ctx, rows, raw_labels: bool = False):
@@ -127,10 +151,11 @@ class Segmentation(Family):
         classes = {name: i for i, name in enumerate(labels) if i > 0}
         segment = Segmenter.from_config(cfg, len(labels))
         loader = self._loader(ctx, rows)
+        masked = _uses_mask(cfg.preprocess)
         tables = []
         for i in range(len(loader)):
             subject = loader(i)
-            pred = segment(model, subject.image)
+            pred = segment(model, subject.image, subject.mask if masked else None)
             table = segmentation_metrics(pred, subject.label, {**classes, **cfg.evaluation.regions},
                                          spacing=subject.spacing)
             table.insert(0, "subject", str(rows.at[i, "subject"]))
@@ -170,26 +195,28 @@ class Segmentation(Family):
                                 f"{len(channels)} comma-separated 3D files in that order")
             if mask:
                 read_shape(mask)
-            elif _needs_mask(ctx.config.preprocess):
+            elif _needs_mask(ctx):
                 check_mask_model(ctx.config.preprocess, paths[0])
             items.append((paths, mask))
         return items
 
     def prepare_scan(self, ctx, volume, mask=None):
         """``(volume, mask, preprocessed)``: a needed brain mask that is not given comes
-        from ``preprocess.mask_model``."""
-        if mask is None and _needs_mask(ctx.config.preprocess):
+        from ``preprocess.mask_model`` (see the module docstring)."""
+        if mask is None and _needs_mask(ctx):
             mask = brain_mask(volume, ctx.config.preprocess.mask_model)
         pre = preprocess_subject(volume, None, mask, ctx.config.preprocess.to_dict(),
                                  subject=volume.path or "")
         return volume, mask, pre
 
     def segment_prepared(self, ctx, model, prepared) -> np.ndarray:
-        """Class indices of a prepared scan on its file's grid (a mask restricts them)."""
+        """Class indices of a prepared scan on its file's grid: inside its mask, the given
+        one on that grid, or the one the preprocessing computed on its own."""
         volume, mask, pre = prepared
         grid = volume.file_grid
+        computed = pre.mask if mask is None and _uses_mask(ctx.config.preprocess) else None
         indices = Segmenter.from_config(ctx.config, len(ctx.learned["labels"])).on_input_grid(
-            model, pre.image, pre.affine, grid)
+            model, pre.image, pre.affine, grid, mask=computed)
         return indices if mask is None else restrict_to_mask(indices, mask, grid)
 
     def segment(self, ctx, model, volume, mask=None) -> np.ndarray:

@@ -225,7 +225,8 @@ class Siamese(Slices):
 
     def embed(self, ctx, model, load, n: int) -> np.ndarray:
         """Embeddings of ``n`` slices, ``load(indices)`` giving their batches."""
-        mean, _ = predict_in_batches(model, load, n, ctx.config.inference.batch_size)
+        mean, _ = predict_in_batches(model, load, n, ctx.config.inference.batch_size,
+                                     seed=ctx.config.data.seed)
         return next(iter(mean.values()))
 
     def score(self, ctx, model, rows, run):

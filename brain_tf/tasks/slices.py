@@ -135,7 +135,7 @@ class Lesion(Slices):
 
     def _masks(self, ctx, model, images) -> np.ndarray:
         mean, _ = predict_in_batches(model, lambda idx: images[list(idx)], len(images),
-                                     ctx.config.inference.batch_size)
+                                     ctx.config.inference.batch_size, seed=ctx.config.data.seed)
         return np.argmax(mean[None], axis=-1).astype(np.uint8)
 
     def score(self, ctx, model, rows, run):
@@ -256,7 +256,8 @@ class SliceClasses(Slices):
     def _probabilities(self, ctx, model, load, n, uncertainty=False):
         mc = bool(ctx.config.model.get("mc_dropout"))
         mean, std = predict_in_batches(model, load, n, ctx.config.inference.batch_size,
-                                       passes=ctx.config.inference.mc_passes if mc else 0)
+                                       passes=ctx.config.inference.mc_passes if mc else 0,
+                                       seed=ctx.config.data.seed)
         heads = list(ctx.learned["classes"])
         if None in mean:
             mean, std = {heads[0]: mean[None]}, None if std is None else {heads[0]: std[None]}

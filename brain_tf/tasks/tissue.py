@@ -19,8 +19,10 @@ epochs, light augmentation; whole volumes predicted with overlapping 32^3 window
 
 Predicting needs the brain mask the model was trained with: one per input (``--mask``);
 without it the shipped brain-extraction model computes one (``preprocess.mask_model``,
-``pretrained:brain``). ``small`` trains and predicts with a threshold-and-morphology mask
-instead (``preprocess.mask = "auto"``), which is enough for the phantoms.
+``pretrained:brain``). ``small`` (``preprocess.mask = "auto"``) does the same when its
+training data came with brain masks, as Cam-CAN's do; on data without mask files it trains
+and predicts with a threshold-and-morphology mask computed from the image. Either way no
+voxel outside the mask is labelled, in evaluation as in prediction.
 
 ``synth`` is the contrast-agnostic model (the shipped ``pretrained:tissue``): trained only
 on images generated from the phantoms' fine label maps (``brain-tf synth phantoms``) with

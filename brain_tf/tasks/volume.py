@@ -125,7 +125,7 @@ class Volume(Family):
         mean, std = predict_in_batches(
             model, lambda indices: np.stack([image_of(i) for i in indices]), n,
             cfg.inference.batch_size, passes=cfg.inference.mc_passes if uncertainty else 0,
-            kind="classifier" if kind == "classification" else "regressor")
+            kind="classifier" if kind == "classification" else "regressor", seed=cfg.data.seed)
         mean, std = mean[None], None if std is None else std[None]
         if kind == "regression":
             mean = to_units(mean[:, 0], cfg.target, ctx.learned)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
 import keras
+
+from brain_tf.io import atomic_path
 
 
 class StopAtEpoch(keras.callbacks.Callback):
@@ -38,14 +42,84 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
     return "max" if any(k in monitor for k in HIGHER_IS_BETTER) else "min"
 
 
+class HistoryCSV(keras.callbacks.Callback):
+    """``history.csv``: one row per epoch (``epoch``, then the logs in name order).
+
+    An epoch's row is on disk (flushed and synced) before the epoch's backup is written, as
+    :func:`run_callbacks` puts the backup last, so a killed run never has a backup ahead of
+    its history. A run killed after the row but before the backup redoes that epoch: at
+    the first epoch of a fit, the rows of that epoch and later are dropped, so after any
+    resume the file holds every epoch exactly once.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        self._first = True
+
+    def _read(self) -> tuple[list[str], list[list[str]]]:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return [], []
+        with open(self.path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row]
+        return (rows[0], rows[1:]) if rows else ([], [])
+
+    def on_train_begin(self, logs=None):
+        self._first = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._first:
+            return
+        self._first = False
+        header, rows = self._read()
+        if not rows:
+            return
+        column = header.index("epoch")
+        by_epoch = {int(row[column]): row for row in rows}  # a repeated epoch: its last row
+        kept = [by_epoch[e] for e in sorted(by_epoch) if e < epoch]
+        if kept != rows:
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([header] + kept)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        header, _ = self._read()
+        new = not header
+        if new:
+            header = ["epoch"] + sorted(logs)
+        row = [epoch if key == "epoch" else _csv_value(logs.get(key, "NA")) for key in header]
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(header)
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _csv_value(value):
+    """A log value as CSV text: numbers as themselves, sequences as ``[a, b]``."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if hasattr(value, "ndim") and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (str, int, float)):
+        return value
+    try:
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    except TypeError:
+        return str(value)
+
+
 class ResumeBest(keras.callbacks.Callback):
     """Keeps "best epoch" decisions right across a resumed run, and restores the best weights.
 
     Keras' EarlyStopping and ModelCheckpoint keep their best value in memory only, so after
     a resume (BackupAndRestore) they would start from scratch and ``best.keras`` could be
-    overwritten by a worse epoch. At the start of training this callback seeds both from the
-    run's ``history.csv`` (the best monitored value so far, and the epochs waited since); at
-    the end, with ``restore``, it loads the weights of ``best.keras``: the best epoch of the
+    overwritten by a worse epoch. At the first epoch of training (after :class:`HistoryCSV`
+    has dropped the rows of epochs to be redone) this callback seeds both from the run's
+    ``history.csv`` (the best monitored value so far, and the epochs waited since); at the
+    end, with ``restore``, it loads the weights of ``best.keras``: the best epoch of the
     whole run, resumed or not.
     """
 
@@ -54,8 +128,17 @@ class ResumeBest(keras.callbacks.Callback):
         super().__init__()
         self.run_dir, self.monitor, self.mode = Path(run_dir), monitor, mode
         self.early, self.checkpoint, self.restore = early, checkpoint, restore
+        self._first = True
 
     def on_train_begin(self, logs=None):
+        self._first = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first:
+            self._first = False
+            self._seed()
+
+    def _seed(self):
         import pandas as pd
 
         path = self.run_dir / "history.csv"
@@ -87,22 +170,22 @@ def run_callbacks(
     checkpoint: bool = True,
     backup: bool = True,
     tensorboard: bool = False,
+    reduce_lr: dict | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The standard callbacks of a run folder.
 
-    - BackupAndRestore in ``backup/`` so a killed run resumes at its last epoch (the backup
-      stays until the run folder is complete: :meth:`RunFolder.mark_complete` removes it);
+    - :class:`HistoryCSV` to ``history.csv`` (appending, so a resumed run keeps its history);
     - EarlyStopping on ``monitor`` (a validation metric) after ``patience`` epochs;
     - ModelCheckpoint of the best model to ``best.keras``, whose weights the model ends
       with when early stopping is on (:class:`ResumeBest`, also right after a resume);
-    - CSVLogger to ``history.csv`` (appending, so a resumed run keeps its history);
-    - StopAtEpoch and TensorBoard when asked.
+    - ReduceLROnPlateau (options ``reduce_lr``), StopAtEpoch and TensorBoard when asked;
+    - BackupAndRestore in ``backup/`` so a killed run resumes at its last epoch (the backup
+      stays until the run folder is complete: :meth:`RunFolder.mark_complete` removes it).
+      It comes last: an epoch's backup is written after everything else the epoch writes
+      or changes, so the backup never runs ahead of the history.
     """
     run_dir = Path(run_dir)
-    callbacks: list[keras.callbacks.Callback] = []
-    if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup"),
-                                                          delete_checkpoint=False))
+    callbacks: list[keras.callbacks.Callback] = [HistoryCSV(run_dir / "history.csv")]
     mode = monitor_mode(monitor, mode)
     early = best = None
     if patience is not None:
@@ -116,11 +199,16 @@ def run_callbacks(
     if early is not None or best is not None:
         callbacks.append(ResumeBest(run_dir, monitor, mode, early, best,
                                     restore=early is not None and best is not None))
-    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True))
+    if reduce_lr:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode,
+                                                           **reduce_lr))
     if stop_at_epoch:
         callbacks.append(StopAtEpoch(stop_at_epoch))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup"),
+                                                          delete_checkpoint=False))
     return callbacks
 
 

@@ -109,10 +109,7 @@ def fit(model, train_ds, val_ds, config: RunConfig, run: RunFolder, epochs: int,
     callbacks = run_callbacks(run.path, monitor=tr.monitor, mode=tr.mode,
                               patience=tr.patience if final else None,
                               stop_at_epoch=tr.stop_at_epoch if final else None,
-                              tensorboard=tr.tensorboard)
-    if tr.reduce_lr:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=tr.monitor, mode=tr.mode,
-                                                           **tr.reduce_lr))
+                              tensorboard=tr.tensorboard, reduce_lr=tr.reduce_lr)
     verbose = tr.verbose if tr.verbose is not None else (1 if sys.stdout.isatty() else 2)
     strategy = get_strategy(tr.strategy)
     if is_multi_worker(strategy):

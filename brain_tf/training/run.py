@@ -186,6 +186,11 @@ class SavedModelPredictor:
         specs = self._loaded.serve.concrete_functions[0].structured_input_signature[0]
         self.input_shape = tuple(specs[0].shape)
 
+    @property
+    def variables(self) -> list:
+        """The model's variables (weights and the random layers' states)."""
+        return list(getattr(self._loaded, "variables", ()))
+
     def __call__(self, batch):
         import tensorflow as tf
 

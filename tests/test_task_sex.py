@@ -114,3 +114,7 @@ def test_mc_dropout_uncertainty(trained, tmp_path):
     np.testing.assert_allclose(out["p_M"] + out["p_F"], 1.0, atol=1e-5)
     np.testing.assert_allclose(out["p_M_std"], out["p_F_std"], atol=1e-5)  # two classes
     assert (out["p_M_std"] > 0).all()
+    again = pd.read_csv(TASKS["sex-classification"].predict(mc / "model.keras", items,
+                                                            tmp_path / "again",
+                                                            uncertainty=True)[0])
+    pd.testing.assert_frame_equal(again, out)  # seeded passes: the same every time

@@ -89,9 +89,10 @@ def test_evaluation_volumes_match_reference_counts(trained):
 def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     root, run = trained
     scan = sorted((root / "data" / "images").glob("sub-*_T1w_unbiased.nii.gz"))[0]
+    mask = root / "data" / "masks" / scan.name.replace("_unbiased", "_brain_mask")
     out = subprocess.run(
         [sys.executable, "-m", "brain_tf.cli", "tissue-segmentation", "predict",
-         "--model", str(run.path), str(scan), "--out", str(tmp_path / "cli")],
+         "--model", str(run.path), str(scan), "--mask", str(mask), "--out", str(tmp_path / "cli")],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     written = tmp_path / "cli" / (scan.name.split(".nii")[0] + "_seg.nii.gz")
@@ -100,7 +101,8 @@ def test_predict_from_saved_model_in_fresh_process(trained, tmp_path):
     assert img.shape == source.shape[:3]
     labels = np.asarray(img.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
-    again = TASKS["tissue-segmentation"].predict(run / "model.keras", [str(scan)], tmp_path / "k")
+    again = TASKS["tissue-segmentation"].predict(run / "model.keras", [str(scan)], tmp_path / "k",
+                                                 masks=[str(mask)])
     np.testing.assert_array_equal(np.asarray(nib.load(str(again[0])).dataobj), labels)
     # the volumes of the predicted map, through the tissue-volumes command
     csv = tmp_path / "volumes.csv"
@@ -186,15 +188,18 @@ def test_predictions_keep_the_input_grid_in_any_voxel_order(trained, tmp_path):
     root, run = trained
     task = TASKS["tissue-segmentation"]
     scan = sorted((root / "data" / "images").glob("sub-*_T1w_unbiased.nii.gz"))[0]
-    source = nib.load(str(scan))
-    ras = np.asarray(nib.load(str(task.predict(run.path, [str(scan)], tmp_path / "ras")[0]))
-                     .dataobj)
+    mask = root / "data" / "masks" / scan.name.replace("_unbiased", "_brain_mask")
+    source, source_mask = nib.load(str(scan)), nib.load(str(mask))
+    ras = np.asarray(nib.load(str(task.predict(run.path, [str(scan)], tmp_path / "ras",
+                                               masks=[str(mask)])[0])).dataobj)
     # LAS (FSL's order) and a sagittal acquisition order (voxel axes y, z, x)
     for name, ornt in (("las", [[0, -1], [1, 1], [2, 1]]), ("sag", [[2, 1], [0, 1], [1, 1]])):
         moved = source.as_reoriented(np.array(ornt))
-        path = tmp_path / f"{name}.nii.gz"
+        path, moved_mask = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_mask.nii.gz"
         nib.save(moved, str(path))
-        out = nib.load(str(task.predict(run.path, [str(path)], tmp_path / name)[0]))
+        nib.save(source_mask.as_reoriented(np.array(ornt)), str(moved_mask))
+        out = nib.load(str(task.predict(run.path, [str(path)], tmp_path / name,
+                                        masks=[str(moved_mask)])[0]))
         assert out.shape == moved.shape
         np.testing.assert_allclose(out.affine, moved.affine)
         np.testing.assert_array_equal(np.asarray(out.dataobj),

@@ -57,12 +57,14 @@ class HistoryCSV(keras.callbacks.Callback):
         self.path = Path(path)
         self._first = True
 
-    def _read(self) -> tuple[list[str], list[list[str]]]:
+    def _read(self, header_only: bool = False) -> tuple[list[str], list[list[str]]]:
+        """The file's header and rows (none when it is missing or empty)."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return [], []
         with open(self.path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row]
-        return (rows[0], rows[1:]) if rows else ([], [])
+            reader = csv.reader(f)
+            header = next(reader, [])
+            return header, [] if header_only else [row for row in reader if row]
 
     def on_train_begin(self, logs=None):
         self._first = True
@@ -83,7 +85,7 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        header, _ = self._read()
+        header, _ = self._read(header_only=True)
         new = not header
         if new:
             header = ["epoch"] + sorted(logs)

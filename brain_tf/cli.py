@@ -279,6 +279,13 @@ def _task(name: str):
     return TASKS[name]
 
 
+PRECISION_CHOICES = ("float32", "bfloat16", "float16", "auto")
+PRECISION_HELP = ("compute precision, default float32 (training.precision): bfloat16 on CPUs "
+                  "with AMX/AVX-512 BF16 or GPUs of compute capability >= 8.0, float16 on "
+                  "GPUs only; weights, heads and losses stay float32; auto: bfloat16 where "
+                  "measured to keep results, else float32 (README: Precision)")
+
+
 def _task_arguments(tp, task) -> None:
     from brain_tf.tasks.base import SCHEMAS
 
@@ -302,8 +309,9 @@ def _task_arguments(tp, task) -> None:
     train.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
                        help="tf.distribute strategy: one device, the local GPUs (mirrored) "
                             "or several machines set up by TF_CONFIG (multiworker)")
-    train.add_argument("--mixed-precision", action="store_true", default=None,
-                       help="mixed float16 compute (faster on GPUs with tensor cores)")
+    train.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
+    train.add_argument("--mixed-precision", action="store_const", const="float16",
+                       dest="precision", help="same as --precision float16")
     train.add_argument("--tensorboard", action="store_true", default=None,
                        help="write TensorBoard logs to the run's tensorboard/ folder")
     train.set_defaults(_fn=lambda a, t=task: _train(t, a))
@@ -329,9 +337,12 @@ def _task_arguments(tp, task) -> None:
     if task.family_name == "segmentation":
         predict.add_argument("--skip-existing", action="store_true",
                              help="leave out scans whose outputs exist (continue a cohort)")
+    predict.add_argument("--precision", choices=PRECISION_CHOICES,
+                         help=PRECISION_HELP.replace("float32 (training", "auto (prediction"))
     predict.set_defaults(_fn=lambda a, t=task: t.predict(
         a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None),
-        support=getattr(a, "support", None), skip_existing=getattr(a, "skip_existing", False)))
+        support=getattr(a, "support", None), skip_existing=getattr(a, "skip_existing", False),
+        precision=a.precision))
 
 
 def _train(task, args):
@@ -346,7 +357,7 @@ def _train(task, args):
         if value is not None:
             data[key] = value
     training = overrides.setdefault("training", {})
-    for key in ("epochs", "stop_at_epoch", "batch_size", "strategy", "mixed_precision",
+    for key in ("epochs", "stop_at_epoch", "batch_size", "strategy", "precision",
                 "tensorboard"):
         if getattr(args, key) is not None:
             training[key] = getattr(args, key)

@@ -171,7 +171,7 @@ def precision_rows(label: str, model, volume, reps: int) -> list[dict]:
         runs[(precision, "volume")] = lambda net=net: sliding_window_predict(
             net, volume, PATCH, overlap, batch_size=batch)
         runs[(precision, "network")] = lambda call=call: [
-            call(tensor).numpy() for _ in range(-(-tiles // batch))]
+            call(tensor) for _ in range(-(-tiles // batch))]
     times = {key: [] for key in runs}
     order = list(runs)
     for rep in range(reps):

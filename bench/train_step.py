@@ -98,7 +98,8 @@ def time_network(name: str, steps: int) -> dict:
     y = targets(models["float32"], shape, rng)
     first = {}
     for precision, model in models.items():
-        first[precision] = float(model.train_on_batch(x, y))  # warm-up: trace, optimizer
+        loss = model.train_on_batch(x, y)  # warm-up: trace, build the optimizer
+        first[precision] = round(float(np.ravel(loss)[0]), 5)
     times = {p: [] for p in PRECISIONS}
     for step in range(steps):
         order = PRECISIONS if step % 2 == 0 else PRECISIONS[::-1]

@@ -3,20 +3,25 @@ predictions agree, a model trained in bfloat16 reloads and predicts in float32, 
 Keras dtype policy never leaks, and a precision this machine lacks is a one-line error
 before anything runs."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
 from brain_tf.cli import main
+from brain_tf.data.synthetic import synthesize
 from brain_tf.distribute import precision as prec
 from brain_tf.errors import ConfigError
+from brain_tf.io import load_volume
 from brain_tf.inference import sliding_window_predict
 from brain_tf.models import build_model
 from brain_tf.schema import RunConfig
 from brain_tf.tasks import TASKS
 from brain_tf.tasks.base import SCHEMAS
 from brain_tf.training.fit import compiled_model
-from brain_tf.training.run import load_keras_model
+from brain_tf.training.run import SavedModelPredictor, load_keras_model
+from brain_tf.training.runner import Context, predictor_in_precision
 
 needs_bfloat16 = pytest.mark.skipif(not prec.bfloat16_supported(),
                                     reason="this machine has no bfloat16 (AMX/AVX-512 BF16)")
@@ -145,3 +150,55 @@ def test_float16_on_a_cpu_is_a_one_line_error_before_anything_runs(tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "float16 needs a GPU" in err
     assert not (tmp_path / "o").exists()
+
+
+TINY = {
+    "sampler": {"patch_size": [16, 16, 8], "patches_per_subject": 2, "max_tries": 10},
+    "model": {"depth": 2, "base_filters": 2},
+    "training": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "val_patches": 1,
+                 "verbose": 0, "precision": "bfloat16"},
+    "inference": {"patch_size": [16, 16, 8], "overlap": 0.0},
+}
+
+
+@pytest.fixture(scope="module")
+def bfloat16_runs(tmp_path_factory):
+    if not prec.bfloat16_supported():
+        pytest.skip("this machine has no bfloat16")
+    root = tmp_path_factory.mktemp("bfloat16")
+    spec = synthesize("msd_brats", root / "data", subjects=5, seed=3, shape=(24, 24, 16))
+    task = TASKS["tumor-segmentation"]
+    return spec, [task.train(task.config("small", {**TINY, "data": {"spec": str(spec)}}),
+                             run_dir=str(root / name)) for name in ("a", "b")]
+
+
+def test_bfloat16_runs_are_reproducible_and_predict_in_either_precision(bfloat16_runs,
+                                                                         tmp_path):
+    """On a CPU, bfloat16 training with deterministic ops gives the same bytes twice (as
+    float32 does: tests/test_runner.py); its run predicts in float32 and in bfloat16."""
+    spec, (a, b) = bfloat16_runs
+    assert (a / "history.csv").read_bytes() == (b / "history.csv").read_bytes()
+    assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+    learned = json.loads((a / "learned.json").read_text())
+    assert learned["model"]["precision"] == "bfloat16"
+    task = TASKS["tumor-segmentation"]
+    ctx = Context(task, task.load_config(a), learned=learned)
+    family = task.family("small")
+    saved = SavedModelPredictor(a.path)
+    assert predictor_in_precision(family, ctx, a, saved, "bfloat16") is saved  # its own
+    full = predictor_in_precision(family, ctx, a, saved, "float32")  # rebuilt from model.keras
+    assert isinstance(full, keras.Model) and prec.model_precision(full) == "float32"
+    image = sorted((spec.parent / "imagesTr").glob("*.nii.gz"))[0]
+    labels = {}
+    for precision in ("float32", "bfloat16"):
+        assert main(["tumor-segmentation", "predict", "--model", str(a.path), str(image),
+                     "--out", str(tmp_path / precision), "--precision", precision]) == 0
+        (written,) = (tmp_path / precision).glob("*_seg.nii.gz")
+        labels[precision] = np.asarray(load_volume(written, dtype=None).array)
+    assert (labels["float32"] == labels["bfloat16"]).mean() > 0.99
+    # a float16 model (trained on a GPU) is evaluated here in float32, not refused
+    half = prec.in_precision(a.load_model(), "float16")
+    runnable = prec.runnable_here(half)
+    assert prec.model_precision(runnable) == ("float16" if prec.gpu_capabilities()
+                                              else "float32")
+    assert keras.config.dtype_policy().name == "float32"

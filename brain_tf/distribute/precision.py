@@ -201,3 +201,12 @@ def in_precision(model, precision: str):
         raise ConfigError(f"model {model.name!r} has non-float32 outputs in {precision}; its "
                           "head layers need dtype='float32'")
     return rebuilt
+
+
+def runnable_here(model):
+    """``model``, rebuilt in float32 when it computes in a precision this machine lacks
+    (a float16 model trained on a GPU, evaluated on a CPU)."""
+    if not isinstance(model, keras.Model):
+        return model
+    precision = model_precision(model)
+    return model if supported(precision)[0] else in_precision(model, "float32")

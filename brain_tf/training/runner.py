@@ -313,7 +313,10 @@ def evaluate(task, run_path, model=None, root: str | None = None,
     if len(rows) == 0:
         raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     family = task.family(ctx.config.preset)
-    model = family.load(run) if model is None else model
+    if model is None:
+        from brain_tf.distribute.precision import runnable_here
+
+        model = runnable_here(family.load(run))
     table, metrics, lines = family.score(ctx, model, rows, run)
     metrics = {"split": "test", "items": int(len(rows)),
                "subjects": int(rows["subject"].nunique()), **metrics}

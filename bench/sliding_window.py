@@ -156,22 +156,27 @@ def tumour_default_unet():
                        num_outputs=3, **options)
 
 
-def precision_rows(label: str, model, volume, reps: int) -> list[dict]:
+def precision_rows(label: str, model, volume, reps: int, network_calls: int) -> list[dict]:
     """Whole-volume seconds (compiled path, overlap 0.5, batch 4) and the network alone,
-    in float32 and bfloat16, the four run interleaved in a rotating order."""
+    in float32 and bfloat16, the four run interleaved in a rotating order. The network
+    alone is the median of ``network_calls`` calls on a batch of 4 tiles times the
+    volume's number of batches (the warm-up traces on a small crop of the volume: the
+    compiled function does not depend on the volume's size)."""
     overlap, batch = 0.5, 4
     tiles = len(tile_grid(SHAPE[:3], PATCH, overlap))
+    batches = -(-tiles // batch)
     tensor = tf.constant(tile_batch(volume, batch))
+    crop = np.ascontiguousarray(volume[:, :, :40])
     runs = {}
     for precision in ("float32", "bfloat16"):
         net = in_precision(model, precision)
         call = tf.function(lambda x, net=net: net(x, training=False))
         call(tensor)
-        sliding_window_predict(net, volume, PATCH, overlap, batch_size=batch)  # warm-up
+        sliding_window_predict(net, crop, PATCH, overlap, batch_size=batch)  # warm-up
         runs[(precision, "volume")] = lambda net=net: sliding_window_predict(
             net, volume, PATCH, overlap, batch_size=batch)
         runs[(precision, "network")] = lambda call=call: [
-            call(tensor) for _ in range(-(-tiles // batch))]
+            call(tensor) for _ in range(network_calls)]
     times = {key: [] for key in runs}
     order = list(runs)
     for rep in range(reps):
@@ -180,6 +185,8 @@ def precision_rows(label: str, model, volume, reps: int) -> list[dict]:
             runs[key]()
             times[key].append(time.perf_counter() - start)
     median = {key: float(np.median(t)) for key, t in times.items()}
+    for precision in ("float32", "bfloat16"):
+        median[(precision, "network")] *= batches / network_calls
     rows = []
     for precision in ("float32", "bfloat16"):
         volume_s, network_s = median[(precision, "volume")], median[(precision, "network")]
@@ -195,7 +202,7 @@ def precision_rows(label: str, model, volume, reps: int) -> list[dict]:
     return rows
 
 
-def precision_table(volume, reps: int) -> list[dict]:
+def precision_table(volume, reps: int, tumour_reps: int = 1) -> list[dict]:
     if not bfloat16_supported():
         print("precision table skipped: this machine has no bfloat16", flush=True)
         return []
@@ -203,8 +210,9 @@ def precision_table(volume, reps: int) -> list[dict]:
           f"interleaved; load average {load():.2f}")
     print(f"{'network':>14} | {'compute':>8} | volume  | network | tiling+blending | "
           f"vs float32 | / MONAI float32 {MONAI_FLOAT32_S} s | load", flush=True)
-    rows = precision_rows("UNet twin", monai_unet_twin(), volume, reps)
-    rows += precision_rows("tumour default", tumour_default_unet(), volume, reps)
+    rows = precision_rows("UNet twin", monai_unet_twin(), volume, reps, network_calls=19)
+    rows += precision_rows("tumour default", tumour_default_unet(), volume, tumour_reps,
+                           network_calls=2)
     return rows
 
 
@@ -357,6 +365,8 @@ def main() -> None:
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--tumour-reps", type=int, default=1,
+                        help="timed runs of the tumour default U-Net (minutes each)")
     parser.add_argument("--precision-only", action="store_true",
                         help="only the float32 / bfloat16 table")
     parser.add_argument("--memory-probe", choices=MEMORY_MODES, help=argparse.SUPPRESS)
@@ -376,7 +386,7 @@ def main() -> None:
           f"parameters; load average {load():.2f}", flush=True)
 
     if args.precision_only:
-        rows = precision_table(volume, args.reps)
+        rows = precision_table(volume, args.reps, args.tumour_reps)
         print(json.dumps(dict(volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(),
                               precision=rows, load=round(load(), 2))))
         return
@@ -410,7 +420,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             onnx = onnx_figures(model, volume, rows[-1]["compiled_s"], args.reps, Path(folder))
 
-    precision = None if args.skip_precision else precision_table(volume, args.reps)
+    precision = None if args.skip_precision else precision_table(volume, args.reps,
+                                                                 args.tumour_reps)
     cohort = cohort_figures(model, args.cohort, args.workdir) if args.cohort else None
     print(json.dumps(dict(
         volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(), parameters=model.count_params(),

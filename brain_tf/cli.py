@@ -280,10 +280,11 @@ def _task(name: str):
 
 
 PRECISION_CHOICES = ("float32", "bfloat16", "float16", "auto")
-PRECISION_HELP = ("compute precision, default float32 (training.precision): bfloat16 on CPUs "
-                  "with AMX/AVX-512 BF16 or GPUs of compute capability >= 8.0, float16 on "
-                  "GPUs only; weights, heads and losses stay float32; auto: bfloat16 where "
-                  "measured to keep results, else float32 (README: Precision)")
+PRECISION_HELP = ("compute in float32 (default for train), bfloat16 (CPUs with AMX/AVX-512 "
+                  "BF16, GPUs of compute capability >= 8.0; the tumour default U-Net trains "
+                  "3x faster on an AMX CPU, small networks gain little), float16 (GPUs "
+                  "only) or auto (default for predict: float32 for now; README: Precision); "
+                  "weights, heads and losses stay float32")
 
 
 def _task_arguments(tp, task) -> None:
@@ -337,8 +338,7 @@ def _task_arguments(tp, task) -> None:
     if task.family_name == "segmentation":
         predict.add_argument("--skip-existing", action="store_true",
                              help="leave out scans whose outputs exist (continue a cohort)")
-    predict.add_argument("--precision", choices=PRECISION_CHOICES,
-                         help=PRECISION_HELP.replace("float32 (training", "auto (prediction"))
+    predict.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     predict.set_defaults(_fn=lambda a, t=task: t.predict(
         a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None),
         support=getattr(a, "support", None), skip_existing=getattr(a, "skip_existing", False),

@@ -23,7 +23,8 @@ What each computes on (measured figures: ``bench/sliding_window.py``,
   capability 8.0 or newer (A100, H100, RTX 30xx and later). Elsewhere it is refused.
 - ``float16``: GPUs only (TensorFlow has no float16 kernels for some CPU ops, such
   as 3D max pooling); fast on tensor cores (compute capability 7.0 and newer).
-- ``auto``: see :data:`AUTO_BFLOAT16` and :func:`resolve_precision`.
+- ``auto``: bfloat16 where :data:`AUTO_BFLOAT16` allows it and the machine has it,
+  float32 elsewhere (:func:`resolve_precision`); for now float32.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 #: Whether "auto" picks bfloat16 (where the hardware has it), for training and for
-#: prediction. Decided by measurement against the bar "at most 0.1 % of predicted voxels
-#: change and no Dice moves by more than 0.002" on the bench volumes and the MNI
-#: template (pretrained:tissue, pretrained:brain): see the README's "Precision".
+#: prediction, decided by measurement (bench/precision_agreement.py) against the bar "at
+#: most 0.1 % of predicted voxels change, no Dice moves by more than 0.002, a small
+#: preset trained in bfloat16 reaches its float32 figures". Not met: pretrained:tissue
+#: on the MNI template changed 0.17-0.25 % of its voxels in bfloat16 (pretrained:brain
+#: 0.02-0.06 %), and the tumour small preset trained in bfloat16 fell short of float32
+#: on the same split; so "auto" is float32 for both.
 AUTO_BFLOAT16 = {"train": False, "predict": False}
 
 

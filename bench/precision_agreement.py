@@ -65,7 +65,8 @@ def compare(name: str, full: np.ndarray, half: np.ndarray, truth: np.ndarray,
                dice_float32=[round(d, 4) for d in d32], dice_bfloat16=[round(d, 4) for d in d16],
                max_dice_change=round(max(abs(a - b) for a, b in zip(d32, d16)), 5),
                load=round(load(), 2))
-    print(f"  {name:<22} {changed:>8,d} of {foreground:>9,d} ({100 * row['changed_fraction']:.3f} %)"
+    print(f"  {name:<22} {changed:>8,d} of {foreground:>9,d} "
+          f"({100 * row['changed_fraction']:.3f} %)"
           f"  Dice f32 {' '.join(f'{d:.4f}' for d in d32)}  bf16 "
           f"{' '.join(f'{d:.4f}' for d in d16)}  max |change| {row['max_dice_change']:.4f}"
           f"  load {row['load']:.2f}", flush=True)

@@ -156,12 +156,14 @@ def tumour_default_unet():
                        num_outputs=3, **options)
 
 
-def precision_rows(label: str, model, volume, reps: int, network_calls: int) -> list[dict]:
+def precision_rows(label: str, model, volume, reps: int, network_calls: int,
+                   whole: bool = True) -> list[dict]:
     """Whole-volume seconds (compiled path, overlap 0.5, batch 4) and the network alone,
     in float32 and bfloat16, the four run interleaved in a rotating order. The network
     alone is the median of ``network_calls`` calls on a batch of 4 tiles times the
     volume's number of batches (the warm-up traces on a small crop of the volume: the
-    compiled function does not depend on the volume's size)."""
+    compiled function does not depend on the volume's size). ``whole=False``: the
+    network alone only (a network too slow for whole volumes on a busy machine)."""
     overlap, batch = 0.5, 4
     tiles = len(tile_grid(SHAPE[:3], PATCH, overlap))
     batches = -(-tiles // batch)
@@ -172,15 +174,16 @@ def precision_rows(label: str, model, volume, reps: int, network_calls: int) -> 
         net = in_precision(model, precision)
         call = tf.function(lambda x, net=net: net(x, training=False))
         call(tensor)
-        sliding_window_predict(net, crop, PATCH, overlap, batch_size=batch)  # warm-up
-        runs[(precision, "volume")] = lambda net=net: sliding_window_predict(
-            net, volume, PATCH, overlap, batch_size=batch)
+        if whole:
+            sliding_window_predict(net, crop, PATCH, overlap, batch_size=batch)  # warm-up
+            runs[(precision, "volume")] = lambda net=net: sliding_window_predict(
+                net, volume, PATCH, overlap, batch_size=batch)
         runs[(precision, "network")] = lambda call=call: [
             call(tensor) for _ in range(network_calls)]
     times = {key: [] for key in runs}
     order = list(runs)
     for rep in range(reps):
-        for key in order[rep % 4:] + order[:rep % 4]:
+        for key in order[rep % len(order):] + order[:rep % len(order)]:
             start = time.perf_counter()
             runs[key]()
             times[key].append(time.perf_counter() - start)
@@ -188,21 +191,27 @@ def precision_rows(label: str, model, volume, reps: int, network_calls: int) -> 
     for precision in ("float32", "bfloat16"):
         median[(precision, "network")] *= batches / network_calls
     rows = []
+    kind = "volume" if whole else "network"
     for precision in ("float32", "bfloat16"):
-        volume_s, network_s = median[(precision, "volume")], median[(precision, "network")]
+        network_s = median[(precision, "network")]
+        volume_s = median.get((precision, "volume"), float("nan"))
         row = dict(network=label, precision=precision, tiles=tiles, volume_s=round(volume_s, 3),
                    network_s=round(network_s, 3),
                    overhead=round((volume_s - network_s) / network_s, 4),
-                   speedup=round(median[("float32", "volume")] / volume_s, 2),
+                   speedup=round(median[("float32", kind)] / median[(precision, kind)], 2),
                    load=round(load(), 2))
         rows.append(row)
-        print(f"{label:>14} | {precision:>8} | {volume_s:7.2f} s | {network_s:7.2f} s | "
-              f"{100 * row['overhead']:+6.1f}% | {row['speedup']:5.2f}x | "
-              f"{volume_s / MONAI_FLOAT32_S:5.2f} | {row['load']:.2f}", flush=True)
+        if whole:
+            measured = (f"{volume_s:7.2f} s | {network_s:7.2f} s | {100 * row['overhead']:+6.1f}%"
+                        f" | {row['speedup']:5.2f}x | {volume_s / MONAI_FLOAT32_S:5.2f}")
+        else:
+            measured = f"      - | {network_s:7.2f} s |       - | {row['speedup']:5.2f}x |     -"
+        print(f"{label:>14} | {precision:>8} | {measured} | {row['load']:.2f}", flush=True)
     return rows
 
 
-def precision_table(volume, reps: int, tumour_reps: int = 1) -> list[dict]:
+def precision_table(volume, reps: int, tumour_reps: int = 1, skip_twin: bool = False
+                    ) -> list[dict]:
     if not bfloat16_supported():
         print("precision table skipped: this machine has no bfloat16", flush=True)
         return []
@@ -210,9 +219,10 @@ def precision_table(volume, reps: int, tumour_reps: int = 1) -> list[dict]:
           f"interleaved; load average {load():.2f}")
     print(f"{'network':>14} | {'compute':>8} | volume  | network | tiling+blending | "
           f"vs float32 | / MONAI float32 {MONAI_FLOAT32_S} s | load", flush=True)
-    rows = precision_rows("UNet twin", monai_unet_twin(), volume, reps, network_calls=19)
-    rows += precision_rows("tumour default", tumour_default_unet(), volume, tumour_reps,
-                           network_calls=2)
+    rows = [] if skip_twin else precision_rows("UNet twin", monai_unet_twin(), volume, reps,
+                                               network_calls=19)
+    rows += precision_rows("tumour default", tumour_default_unet(), volume, max(tumour_reps, 1),
+                           network_calls=2, whole=tumour_reps > 0)
     return rows
 
 
@@ -366,7 +376,10 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--tumour-reps", type=int, default=1,
-                        help="timed runs of the tumour default U-Net (minutes each)")
+                        help="timed whole volumes of the tumour default U-Net (minutes each; "
+                             "0: its network alone)")
+    parser.add_argument("--skip-twin", action="store_true",
+                        help="precision table: the tumour default U-Net only")
     parser.add_argument("--precision-only", action="store_true",
                         help="only the float32 / bfloat16 table")
     parser.add_argument("--memory-probe", choices=MEMORY_MODES, help=argparse.SUPPRESS)
@@ -386,7 +399,7 @@ def main() -> None:
           f"parameters; load average {load():.2f}", flush=True)
 
     if args.precision_only:
-        rows = precision_table(volume, args.reps, args.tumour_reps)
+        rows = precision_table(volume, args.reps, args.tumour_reps, args.skip_twin)
         print(json.dumps(dict(volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(),
                               precision=rows, load=round(load(), 2))))
         return

@@ -91,7 +91,7 @@ def targets(model, shape, rng):
 
 def time_network(name: str, steps: int) -> dict:
     rng = np.random.default_rng(0)
-    models, batches = {}, {}
+    models = {}
     for precision in PRECISIONS:
         models[precision], shape = build(name, precision)
     x = rng.standard_normal(shape).astype(np.float32)

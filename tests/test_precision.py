@@ -39,7 +39,8 @@ def _unet(precision="float32"):
 
 
 def _bfloat16_config(**training):
-    raw = {"model": {"name": "unet3d", "depth": 2, "base_filters": 4, "output_activation": "softmax"},
+    raw = {"model": {"name": "unet3d", "depth": 2, "base_filters": 4,
+                     "output_activation": "softmax"},
            "loss": {"class": "DiceCELoss"}, "metrics": [],
            "training": {"precision": "bfloat16", **training}}
     return RunConfig.build(raw, SCHEMAS["segmentation"])
@@ -107,7 +108,7 @@ def test_a_bfloat16_model_reloads_and_predicts_in_float32(tmp_path):
     with prec.precision_policy("float32"):
         reference = build_model("unet3d", input_shape=(16, 16, 16, 2), num_outputs=3,
                                 depth=2, base_filters=4, output_activation="softmax")
-    reference.set_weights(loaded.get_weights())  # the same weights built in float32 give float32's exact numbers
+    reference.set_weights(loaded.get_weights())  # built in float32: the exact same numbers
     np.testing.assert_array_equal(full.predict_on_batch(x), reference.predict_on_batch(x))
     assert np.abs(full.predict_on_batch(x) - loaded.predict_on_batch(x)).max() \
         < PROBABILITY_TOLERANCE

@@ -2,9 +2,9 @@
 
 Both steps follow ``training.strategy`` (see :mod:`brain_tf.distribute`): the model is
 built and compiled in the strategy's scope, in the precision of ``training.precision``
-(float32, bfloat16 or float16: :mod:`brain_tf.distribute.precision`), and trained with ``model.fit`` (one device,
-MirroredStrategy) or the equivalent multi-worker loop (MultiWorkerMirroredStrategy),
-with the same callbacks.
+(float32, bfloat16 or float16: :mod:`brain_tf.distribute.precision`), and trained with
+``model.fit`` (one device, MirroredStrategy) or the equivalent multi-worker loop
+(MultiWorkerMirroredStrategy), with the same callbacks.
 
 Two-stage fine-tuning is a training feature of every task: with
 ``training.freeze_epochs > 0`` and pretrained weights (``model.weights``), the layers up

@@ -76,9 +76,9 @@ def gpu_capabilities() -> tuple:
 
 def supported(precision: str) -> tuple[bool, str]:
     """Whether this machine computes in ``precision``, and why not (empty when it does)."""
-    gpus = gpu_capabilities()
     if precision == "float32":
         return True, ""
+    gpus = gpu_capabilities()
     if precision == "float16":
         return (True, "") if gpus else (False, "float16 needs a GPU (TensorFlow has no "
                                                "float16 kernels for 3D pooling on CPUs) and "

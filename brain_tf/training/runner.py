@@ -253,9 +253,9 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
 
     family = task.family(config.preset)
     if "training" in config:  # a Keras model (the age-feature regressors have none)
+        get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
         resolve_precision(training_precision(config.training),  # before anything runs
                           where="--precision (training.precision)")
-        get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
         seed_everything(config.data.seed, config.training.deterministic)
     run, state = _run_folder(config, run_dir, force)
     if state == "finished":

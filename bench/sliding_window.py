@@ -20,7 +20,15 @@ channels, the tiles 160x160x16, Gaussian blending. Printed:
 4. ONNX: the network exported with export_onnx (checked against Keras on a
    tile), ONNX Runtime's time per tile batch against TensorFlow's, and a whole
    volume with the ONNX predictor (numpy path).
-5. Cohort: ``--cohort N`` BraTS-size phantoms (brain_tf.data.synthetic,
+5. Precision: whole-volume time (overlap 0.5, tile batch 4, compiled path) and the
+   network alone, in float32 and in bfloat16 side by side (the same weights, the model
+   rebuilt by brain_tf.distribute.in_precision), for the MONAI UNet twin and for the
+   tumour ``default`` U-Net (depth 4, 32..512 filters, sigmoid heads, random weights);
+   the four timings are run interleaved. The twin's target: at most 0.75 x MONAI's
+   float32 2.50 s per volume (measured with MONAI 1.6.1 on this machine class), and
+   tiling and blending under 5 % of the network's time. ``--precision-only`` prints
+   only this table.
+6. Cohort: ``--cohort N`` BraTS-size phantoms (brain_tf.data.synthetic,
    written once under ``--workdir``) read, z-scored, predicted and their label
    maps written by brain_tf.inference.cohort.run_cohort, against N times the
    time of one volume's prediction alone (median of three runs before the
@@ -30,7 +38,7 @@ Timings on a shared machine move with its load: the load average is printed
 with every figure, and alternatives are run interleaved.
 
 Usage: python bench/sliding_window.py [--reps N] [--cohort N] [--workdir DIR]
-       [--skip-onnx] [--skip-memory]
+       [--skip-onnx] [--skip-memory] [--skip-precision] [--precision-only]
 The last line printed is one JSON object with every figure.
 """
 
@@ -55,6 +63,8 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from monai_twin import PARAMETERS, monai_unet_twin  # noqa: E402
 
+from brain_tf.distribute import in_precision  # noqa: E402
+from brain_tf.distribute.precision import bfloat16_supported  # noqa: E402
 from brain_tf.inference import (  # noqa: E402
     aligned_empty,
     sliding_window_predict,
@@ -130,6 +140,89 @@ def volume_rows(model, volume, reps: int, label: str) -> list[dict]:
               f"{numpy_s:6.2f} s ({100 * row['numpy_overhead']:+6.1f}%) | "
               f"{compiled_s:6.2f} s ({100 * row['compiled_overhead']:+6.1f}%) | "
               f"{compiled_s / numpy_s:5.2f} | {row['load']:.2f}", flush=True)
+    return rows
+
+
+MONAI_FLOAT32_S = 2.50  # MONAI 1.6.1's whole-volume time for its UNet (overlap 0.5, batch 4)
+
+
+def tumour_default_unet():
+    """The tumour ``default`` preset's U-Net (random weights) on 4-channel tiles."""
+    from brain_tf.models import build_model
+    from brain_tf.tasks import TASKS
+
+    options = dict(TASKS["tumor-segmentation"].config("default").model)
+    return build_model(options.pop("name"), input_shape=(None, None, None, SHAPE[3]),
+                       num_outputs=3, **options)
+
+
+def precision_rows(label: str, model, volume, reps: int, network_calls: int,
+                   whole: bool = True) -> list[dict]:
+    """Whole-volume seconds (compiled path, overlap 0.5, batch 4) and the network alone,
+    in float32 and bfloat16, the four run interleaved in a rotating order. The network
+    alone is the median of ``network_calls`` calls on a batch of 4 tiles times the
+    volume's number of batches (the warm-up traces on a small crop of the volume: the
+    compiled function does not depend on the volume's size). ``whole=False``: the
+    network alone only (a network too slow for whole volumes on a busy machine)."""
+    overlap, batch = 0.5, 4
+    tiles = len(tile_grid(SHAPE[:3], PATCH, overlap))
+    batches = -(-tiles // batch)
+    tensor = tf.constant(tile_batch(volume, batch))
+    crop = np.ascontiguousarray(volume[:, :, :40])
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        net = in_precision(model, precision)
+        call = tf.function(lambda x, net=net: net(x, training=False))
+        call(tensor)
+        if whole:
+            sliding_window_predict(net, crop, PATCH, overlap, batch_size=batch)  # warm-up
+            runs[(precision, "volume")] = lambda net=net: sliding_window_predict(
+                net, volume, PATCH, overlap, batch_size=batch)
+        runs[(precision, "network")] = lambda call=call: [
+            call(tensor) for _ in range(network_calls)]
+    times = {key: [] for key in runs}
+    order = list(runs)
+    for rep in range(reps):
+        for key in order[rep % len(order):] + order[:rep % len(order)]:
+            start = time.perf_counter()
+            runs[key]()
+            times[key].append(time.perf_counter() - start)
+    median = {key: float(np.median(t)) for key, t in times.items()}
+    for precision in ("float32", "bfloat16"):
+        median[(precision, "network")] *= batches / network_calls
+    rows = []
+    kind = "volume" if whole else "network"
+    for precision in ("float32", "bfloat16"):
+        network_s = median[(precision, "network")]
+        volume_s = median.get((precision, "volume"), float("nan"))
+        row = dict(network=label, precision=precision, tiles=tiles, volume_s=round(volume_s, 3),
+                   network_s=round(network_s, 3),
+                   overhead=round((volume_s - network_s) / network_s, 4),
+                   speedup=round(median[("float32", kind)] / median[(precision, kind)], 2),
+                   load=round(load(), 2))
+        rows.append(row)
+        if whole:
+            measured = (f"{volume_s:7.2f} s | {network_s:7.2f} s | {100 * row['overhead']:+6.1f}%"
+                        f" | {row['speedup']:5.2f}x | {volume_s / MONAI_FLOAT32_S:5.2f}")
+        else:
+            measured = f"      - | {network_s:7.2f} s |       - | {row['speedup']:5.2f}x |     -"
+        print(f"{label:>14} | {precision:>8} | {measured} | {row['load']:.2f}", flush=True)
+    return rows
+
+
+def precision_table(volume, reps: int, tumour_reps: int = 1, skip_twin: bool = False
+                    ) -> list[dict]:
+    if not bfloat16_supported():
+        print("precision table skipped: this machine has no bfloat16", flush=True)
+        return []
+    print(f"whole volume {SHAPE}, overlap 0.5, tile batch 4, compiled path; median of {reps}, "
+          f"interleaved; load average {load():.2f}")
+    print(f"{'network':>14} | {'compute':>8} | volume  | network | tiling+blending | "
+          f"vs float32 | / MONAI float32 {MONAI_FLOAT32_S} s | load", flush=True)
+    rows = [] if skip_twin else precision_rows("UNet twin", monai_unet_twin(), volume, reps,
+                                               network_calls=19)
+    rows += precision_rows("tumour default", tumour_default_unet(), volume, max(tumour_reps, 1),
+                           network_calls=2, whole=tumour_reps > 0)
     return rows
 
 
@@ -281,6 +374,14 @@ def main() -> None:
                         "brain_tf_bench_cohort", help="where the phantoms are written once")
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--tumour-reps", type=int, default=1,
+                        help="timed whole volumes of the tumour default U-Net (minutes each; "
+                             "0: its network alone)")
+    parser.add_argument("--skip-twin", action="store_true",
+                        help="precision table: the tumour default U-Net only")
+    parser.add_argument("--precision-only", action="store_true",
+                        help="only the float32 / bfloat16 table")
     parser.add_argument("--memory-probe", choices=MEMORY_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -297,6 +398,11 @@ def main() -> None:
           f"Keras {keras.__version__}; network: MONAI UNet twin, {model.count_params():,} "
           f"parameters; load average {load():.2f}", flush=True)
 
+    if args.precision_only:
+        rows = precision_table(volume, args.reps, args.tumour_reps, args.skip_twin)
+        print(json.dumps(dict(volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(),
+                              precision=rows, load=round(load(), 2))))
+        return
     print(f"{'model':>9} | overlap | batch | tiles | network alone | numpy path (overhead) | "
           "compiled path (overhead) | compiled/numpy | load")
     rows = volume_rows(model, volume, args.reps, "UNet twin")
@@ -327,10 +433,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             onnx = onnx_figures(model, volume, rows[-1]["compiled_s"], args.reps, Path(folder))
 
+    precision = None if args.skip_precision else precision_table(volume, args.reps,
+                                                                 args.tumour_reps)
     cohort = cohort_figures(model, args.cohort, args.workdir) if args.cohort else None
     print(json.dumps(dict(
         volume_shape=SHAPE, patch=PATCH, cpus=os.cpu_count(), parameters=model.count_params(),
-        rows=rows, pointwise_rows=point_rows, memory=memory,
+        rows=rows, pointwise_rows=point_rows, memory=memory, precision=precision,
         onnx=onnx, cohort=cohort, load=round(load(), 2))))
 
 

@@ -251,7 +251,8 @@ class Training(Section):
     freeze_epochs: int = 0               # first epochs with the pretrained encoder frozen
     reduce_lr: dict | None = None        # ReduceLROnPlateau options, e.g. {factor, patience}
     strategy: str = "default"            # "default", "mirrored" or "multiworker"
-    mixed_precision: bool = False
+    precision: str = "float32"           # "float32", "bfloat16", "float16" or "auto"
+    mixed_precision: bool = False        # older spelling of precision = "float16"
     jit_compile: bool = False            # XLA (slow for 3D convolutions on CPUs)
     deterministic: bool = True           # deterministic TensorFlow ops (same run, same numbers)
     tensorboard: bool = False            # TensorBoard logs in the run's tensorboard/
@@ -270,6 +271,10 @@ class Training(Section):
         self.positive(where, "patience", "freeze_epochs", allow_zero=True)
         self.choice(where, "mode", ("auto", "min", "max"))
         self.choice(where, "strategy", ("default", "mirrored", "multiworker"))
+        self.choice(where, "precision", ("float32", "bfloat16", "float16", "auto"))
+        if self.mixed_precision and self.precision not in ("float32", "float16"):
+            raise ConfigError(f"{where} mixed_precision = true is precision = \"float16\"; "
+                              f"it contradicts precision = {self.precision!r}: keep one")
         if self.verbose is not None:
             self.choice(where, "verbose", (0, 1, 2))
         if self.stop_at_epoch is not None and self.stop_at_epoch > self.epochs:

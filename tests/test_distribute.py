@@ -155,7 +155,10 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     assert "mean Dice" in results[0][0]
 
 
-def test_mixed_precision_build_keeps_float32_outputs_and_resets_the_policy():
+def test_mixed_precision_build_keeps_float32_outputs_and_resets_the_policy(monkeypatch):
+    from brain_tf.distribute import precision
+
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: ((8, 0),))  # float16 on a GPU
     raw = {"model": {"name": "cnn3d", "filters": [2], "dropout": 0.0}, "loss": "mse",
            "training": {"mixed_precision": True}}
     model = compiled_model(RunConfig.build(raw, SCHEMAS["volume"]), (8, 8, 8, 1), 1, 10)
@@ -215,12 +218,12 @@ def test_cli_train_flags(monkeypatch, tmp_path):
         "--batch-size", "8", "--run-dir", "R"])
     config = seen["config"]
     assert config.training.strategy == "mirrored"
-    assert config.training.mixed_precision is True
+    assert config.training.precision == "float16"  # --mixed-precision is its alias
     assert config.training.batch_size == 8 and config.training.epochs == 7
     assert config.data.shards == "/s"
     assert config.model["base_filters"] == 3 and config.model["depth"] == 3
     assert seen["run_dir"] == "R" and seen["force"] is False
     plain = _parsed_config(monkeypatch, ["tumor-segmentation", "train"])["config"]
-    assert plain.training.strategy == "default" and plain.training.mixed_precision is False
+    assert plain.training.strategy == "default" and plain.training.precision == "float32"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tumor-segmentation", "train", "--strategy", "tpu"])

@@ -20,6 +20,11 @@ runs a ``tf.while_loop`` over batches of tiles. Each iteration
    function of dynamic slices and dynamic-update slices on a
    ``tf.Variable``, which XLA updates in place: one pass over each tile).
 
+The model computes in its own precision (a model built or rebuilt in bfloat16 or
+float16, :func:`brain_tf.distribute.in_precision`, casts the float32 tiles itself); its
+outputs are cast to float32 before blending, so the weights, the accumulator and the
+result are float32 in every precision.
+
 The model itself runs in TensorFlow's graph executor, not in XLA (XLA's 3D
 convolutions on CPU are many times slower than oneDNN's). Plain TensorFlow
 has no fast in-place "add into a sub-box" on CPU (``tensor_scatter_nd_add``

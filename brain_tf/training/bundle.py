@@ -68,7 +68,10 @@ def model_shape(model) -> dict:
     out = model.output
     outputs = ({k: int(v.shape[-1]) for k, v in out.items()} if isinstance(out, dict)
                else int(out.shape[-1]))
-    return {"input_shape": [int(n) for n in model.input_shape[1:]], "num_outputs": outputs}
+    from brain_tf.distribute.precision import model_precision
+
+    return {"input_shape": [int(n) for n in model.input_shape[1:]], "num_outputs": outputs,
+            "precision": model_precision(model)}
 
 
 def _strings(value, where: str):

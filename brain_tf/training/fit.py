@@ -1,10 +1,10 @@
 """Build and compile a run's model from its config, and fit it (in one or two stages).
 
 Both steps follow ``training.strategy`` (see :mod:`brain_tf.distribute`): the model is
-built and compiled in the strategy's scope, with the mixed_float16 policy when
-``training.mixed_precision`` is true, and trained with ``model.fit`` (one device,
-MirroredStrategy) or the equivalent multi-worker loop (MultiWorkerMirroredStrategy),
-with the same callbacks.
+built and compiled in the strategy's scope, in the precision of ``training.precision``
+(float32, bfloat16 or float16: :mod:`brain_tf.distribute.precision`), and trained with
+``model.fit`` (one device, MirroredStrategy) or the equivalent multi-worker loop
+(MultiWorkerMirroredStrategy), with the same callbacks.
 
 Two-stage fine-tuning is a training feature of every task: with
 ``training.freeze_epochs > 0`` and pretrained weights (``model.weights``), the layers up
@@ -24,6 +24,7 @@ from brain_tf import metrics as bt_metrics
 from brain_tf import schedules as bt_schedules
 from brain_tf.distribute import (
     distributed_fit, float32_outputs, get_strategy, is_multi_worker, precision_policy,
+    resolve_precision, training_precision,
 )
 from brain_tf.errors import ConfigError
 from brain_tf.io import atomic_path
@@ -88,13 +89,14 @@ def compiled_model(config: RunConfig, input_shape, num_outputs, total_steps: int
     options = dict(config.model)
     if "name" not in options:
         raise ConfigError("[model] needs name = \"...\" (see brain_tf.models.BUILDERS)")
-    mixed = config.training.mixed_precision
-    with get_strategy(config.training.strategy).scope(), precision_policy(mixed):
+    precision = resolve_precision(training_precision(config.training),
+                                  where="--precision (training.precision)")
+    with get_strategy(config.training.strategy).scope(), precision_policy(precision):
         model = build_model(options.pop("name"), input_shape=tuple(input_shape),
                             num_outputs=num_outputs, **options)
-        if mixed and not float32_outputs(model):
-            raise ConfigError(f"model {config.model['name']!r} has float16 outputs under "
-                              "mixed precision; its head layers need dtype='float32'")
+        if not float32_outputs(model):
+            raise ConfigError(f"model {config.model['name']!r} has {precision} outputs; its "
+                              "head layers need dtype='float32'")
         _compile(model, config, total_steps, config.metrics if metrics is None else metrics)
     return model
 

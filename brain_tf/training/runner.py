@@ -242,7 +242,7 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
     A ``run_dir`` that holds a finished run is left alone (``force`` starts over in it);
     one that holds an unfinished run with the same config resumes at its last epoch.
     """
-    from brain_tf.distribute import get_strategy
+    from brain_tf.distribute import get_strategy, resolve_precision, training_precision
 
     family = task.family(config.preset)
     if "training" in config:  # a Keras model (the age-feature regressors have none)
@@ -253,6 +253,8 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
                               "package, which is not installed: pip install "
                               "'brain_tf[tensorboard]'")
         get_strategy(config.training.strategy)  # before any TensorFlow op (multi-worker)
+        resolve_precision(training_precision(config.training),  # before anything runs
+                          where="--precision (training.precision)")
         seed_everything(config.data.seed, config.training.deterministic)
     run, state = _run_folder(config, run_dir, force)
     if state == "finished":
@@ -313,7 +315,10 @@ def evaluate(task, run_path, model=None, root: str | None = None,
     if len(rows) == 0:
         raise DataError(f"{run.path}: the test split is empty; nothing to evaluate")
     family = task.family(ctx.config.preset)
-    model = family.load(run) if model is None else model
+    if model is None:
+        from brain_tf.distribute.precision import runnable_here
+
+        model = runnable_here(family.load(run))
     table, metrics, lines = family.score(ctx, model, rows, run)
     metrics = {"split": "test", "items": int(len(rows)),
                "subjects": int(rows["subject"].nunique()), **metrics}
@@ -338,8 +343,14 @@ def model_run(model_path) -> tuple[RunFolder, Path]:
 
 
 def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None,
-            support=None, skip_existing: bool = False) -> list[Path]:
-    """Predict new files with a trained run. Inputs are checked before the model loads."""
+            support=None, skip_existing: bool = False, precision: str | None = None
+            ) -> list[Path]:
+    """Predict new files with a trained run, computing in ``precision`` (None: "auto",
+    see :func:`brain_tf.distribute.resolve_precision`). Inputs are checked before the
+    model loads."""
+    from brain_tf.distribute import resolve_precision
+
+    precision = resolve_precision(precision, purpose="predict")
     run, path = model_run(model_path)
     config = task.load_config(run)
     ctx = Context(task, config, learned=run.load_learned())
@@ -352,5 +363,22 @@ def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None
     if not inputs:
         raise DataError("no inputs to predict; give files (or folders of them)")
     items = family.inputs(ctx, list(inputs), options)
-    model = family.load_predictor(ctx, path)
+    model = predictor_in_precision(family, ctx, run, family.load_predictor(ctx, path),
+                                   precision)
     return family.predict(ctx, model, items, Path(out), options)
+
+
+def predictor_in_precision(family, ctx: Context, run: RunFolder, model, precision: str):
+    """``model`` computing in ``precision``: a Keras model is rebuilt in it with the same
+    weights; an exported SavedModel serves only the precision it was trained in, so for
+    another the run's ``model.keras`` is loaded and rebuilt. Other predictors (the
+    scikit-learn regressors) are returned as they are."""
+    import keras
+
+    from brain_tf.distribute import in_precision
+
+    if isinstance(model, SavedModelPredictor):
+        if ctx.learned.get("model", {}).get("precision", "float32") == precision:
+            return model
+        model = family.load(run)
+    return in_precision(model, precision) if isinstance(model, keras.Model) else model

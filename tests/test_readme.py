@@ -171,12 +171,16 @@ def _option(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args[:-1] else None
 
 
-def _positional(args: list[str], valued: tuple[str, ...]) -> list[str]:
-    """``args`` less every option, and the values of the ``valued`` ones."""
-    out, taking = [], True
+def _positional(args: list[str], valued: tuple[str, ...], many: tuple[str, ...] = ()
+                ) -> list[str]:
+    """``args`` less every option, the value of each ``valued`` one and the values of each
+    of ``many`` (up to the next option)."""
+    out, skip, taking = [], 0, True
     for a in args:
         if a.startswith("-"):
-            taking = a not in valued
+            skip, taking = int(a in valued), a not in many
+        elif skip:
+            skip -= 1
         elif taking:
             out.append(a)
     return out
@@ -383,7 +387,7 @@ class BlockRun:
                 self.ws.readme_dataset(found[1])
         args = [self.placeholder(a, task or self.task) for a in args]
         if action == "predict":
-            for a in _positional(args[2:], ("--model", "--out", "--support", "--mask")):
+            for a in _positional(args[2:], ("--model", "--out", "--support"), ("--mask",)):
                 self.fill(a, _option(args, "--model"))
         args = [x for a in args for x in self.expand(a)]
         card = _option(args, "--card")

@@ -48,7 +48,7 @@ import numpy as np
 import pytest
 
 from brain_tf.config import dumps_toml, load_toml, tomllib
-from brain_tf.data.synthetic import LAYOUTS
+from brain_tf.data.synthetic import LAYOUTS, synthesize
 from brain_tf.schema import deep_merge
 from brain_tf.tasks import TASKS
 from brain_tf.tasks.base import SCHEMAS
@@ -230,8 +230,6 @@ class Workspace:
     # ---------------------------------------------------------------- data
     def twin(self, layout: str) -> Path:
         """A synthetic dataset of ``layout`` (written once, in this process)."""
-        from brain_tf.data.synthetic import synthesize
-
         folder = self.root / "twins" / layout
         if not folder.exists():
             args = SYNTH.get(layout, ["--subjects", "4"])

@@ -1,8 +1,9 @@
 # Quick start on a fresh machine (Python >= 3.10 and make):
 #   make demo   train and evaluate the tumour U-Net on synthetic data
 #   make test   run the test suite
-# The first run creates .venv/ and installs brain_tf (editable) with its test extra;
-# later runs reuse it and re-install only when setup.cfg or pyproject.toml changed.
+# The first run creates .venv/ and installs brain_tf (editable) with its test and onnx
+# extras (so the ONNX export tests run); later runs reuse it and re-install only when
+# setup.cfg, pyproject.toml or this Makefile changed.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,10 +12,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "brain_tf needs Python >= 3.10 (found " + sys.version.split()[0] + "); set PYTHON=python3.x")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,onnx]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -94,3 +94,28 @@ def test_typed_config_imports_no_pipeline_training_or_models():
             todo.extend(graph[name])
     assert "brain_tf.augment_presets" in seen
     assert not [m for m in seen if m.split(".")[1] in ("pipeline", "training", "models")]
+
+
+def test_every_module_imports_first():
+    """Each module imports on its own as the first brain_tf import of a process (a
+    package __init__ that imports a module which needs that package half-initialised
+    fails only then). Third-party modules stay loaded between tries, so this is quick."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, sys, traceback\n"
+        "failed = []\n"
+        f"for name in {sorted(_modules())!r}:\n"
+        "    for key in [k for k in sys.modules if k == 'brain_tf' or k.startswith('brain_tf.')]:\n"
+        "        del sys.modules[key]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {exc!r}')\n"
+        "print('\\n'.join(failed))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from brain_tf.bids.source import BidsSpec, bids_spec
 from brain_tf.config import load_toml
 from brain_tf.data.spec import DataSpec, spec_path
 from brain_tf.errors import SpecError
@@ -27,6 +26,10 @@ def load_spec(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     ``"bids"`` (with ``root``) or a BIDS dataset folder is the T1w images of that
     dataset (:mod:`brain_tf.bids.source`; a spec file with ``format = "bids"`` filters).
     """
+    # imported here: brain_tf.bids.source builds on brain_tf.data.spec, whose package
+    # (this one) would otherwise import it while it is still being imported
+    from brain_tf.bids.source import BidsSpec, bids_spec
+
     folder = Path(path)
     named = str(path) == BIDS and not folder.exists()
     if named or (folder / "dataset_description.json").is_file():

@@ -405,7 +405,12 @@ def _train(task, args):
             overrides = deep_merge(overrides, {section: given})
     config = task.config(args.preset, overrides)
     run = task.train(config, run_dir=args.run_dir, force=args.force)
-    print(f"run folder: {run.path}")
+    from brain_tf.distribute import is_chief
+
+    if is_chief():
+        print(f"run folder: {run.path}")
+    else:  # a multi-worker run's other workers train in a folder removed at exit
+        print("this worker's folder was temporary: the chief writes the run folder")
     return run
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import pytest
@@ -151,8 +152,10 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     assert not (tmp_path / "run1").exists()
     assert not list(tmp_path.glob("brain_tf_worker_*"))  # the worker's folder was removed
     # both workers ended with the same weights: the same test-split figures
-    assert results[0][0].splitlines()[-1] == results[1][0].splitlines()[-1]
-    assert "mean Dice" in results[0][0]
+    figures = [[line for line in out.splitlines() if "mean Dice" in line] for out, _ in results]
+    assert figures[0] and figures[0] == figures[1]
+    assert results[0][0].splitlines()[-1] == f"run folder: {chief}"
+    assert "the chief writes the run folder" in results[1][0].splitlines()[-1]
 
 
 def test_mixed_precision_build_keeps_float32_outputs_and_resets_the_policy(monkeypatch):
@@ -203,10 +206,11 @@ def test_strategy_names_and_chief(monkeypatch):
 def _parsed_config(monkeypatch, argv):
     task = TASKS["tumor-segmentation"]
     seen = {}
+    run = SimpleNamespace(path="models/tumor-segmentation/RUN")
     monkeypatch.setattr(task, "train", lambda config, run_dir=None, force=False: seen.update(
-        config=config, run_dir=run_dir, force=force) or 0)
+        config=config, run_dir=run_dir, force=force) or run)
     args = build_parser().parse_args(argv)
-    assert args._fn(args) == 0
+    assert args._fn(args) is run
     return seen
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import pytest
 
 from brain_tf.config import dumps_toml, load_toml, tomllib
+from brain_tf.data import load_spec
 from brain_tf.data.synthetic import LAYOUTS, synthesize
 from brain_tf.schema import deep_merge
 from brain_tf.tasks import TASKS
@@ -60,13 +61,14 @@ BRAIN_TF = Path(sys.executable).parent / "brain-tf"
 
 # ------------------------------------------------------------------ the tiny settings
 #: synth: the README's --subjects, --shape and --spacing give way to these
-SYNTH = {"camcan": ["--subjects", "8", "--spacing", "4"],
+SYNTH = {"camcan": ["--subjects", "12", "--spacing", "4"],
          "adni_hippocampus": ["--subjects", "6", "--spacing", "4"],
          "ixi": ["--subjects", "6", "--spacing", "5"],
          "msd_brats": ["--subjects", "5", "--shape", "32", "32", "24"],
          "phantoms": ["--subjects", "5", "--spacing", "6"],
          "kaggle_lgg": ["--subjects", "6", "--shape", "32", "32", "4"],
-         "tcga_gbm_slices": ["--subjects", "8", "--shape", "32", "32"]}
+         "tcga_gbm_slices": ["--subjects", "8", "--shape", "32", "32"],
+         "bids": ["--subjects", "2", "--shape", "40", "48", "44"]}
 
 #: train: merged over the command's --config, by family (only the sections it has)
 TINY = {
@@ -393,6 +395,8 @@ class BlockRun:
             (self.cwd / card).write_text("# a model card\n")
         if command == "synth":
             args = self.ws.synth_args(args)
+        if command == "bids" and "participant" in args and "--spacing" not in args:
+            args += ["--spacing", "4"]  # the shipped models on a coarse grid: seconds
         argv = [str(BRAIN_TF)] + args
         if action == "train" and self.env.get("TF_CONFIG"):
             self.workers(argv, task, what)
@@ -493,8 +497,17 @@ def test_the_readme_has_command_and_config_blocks():
 
 
 @pytest.mark.parametrize("block", TOML_BLOCKS, ids=[b.id for b in TOML_BLOCKS])
-def test_readme_config_example_loads(block):
+def test_readme_config_example_loads(block, tmp_path):
     example = toml_example(block)
+    if "format" in example or "files" in example:  # a data spec, not a run's config
+        path = tmp_path / "spec.toml"
+        path.write_text(block.text)
+        spec = load_spec(path)
+        assert spec.name == example["name"] and spec.labels == example["labels"]
+        assert str(spec.root) == example["root"]
+        if example.get("format") == "bids":
+            assert list(spec.images) == list(example["bids"]["images"])
+        return
     loaded = 0
     for task in TASKS.values():
         for preset in task.presets:

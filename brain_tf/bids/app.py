@@ -252,6 +252,7 @@ def run_group(bids_dir, out) -> Path:
 def main(bids_dir, out, level, participant_label=None, session_label=None, models=(),
          suffix="T1w", spacing=None, skip_existing=True) -> int:
     """The command line's entry: 0 when every participant finished, 1 when some failed."""
+    bids_dir, out = Path(bids_dir).resolve(), Path(out).resolve()  # as typed: from here
     if level == "group":
         run_group(bids_dir, out)
         return 0

@@ -264,10 +264,11 @@ def train(task, config: RunConfig, run_dir: str | os.PathLike | None = None,
     spec, listed = load_manifest(config)
     manifest = checked(listed, spec, config.data.skip_bad)
     ctx = Context(task, config, spec, manifest)
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         if len(ctx.rows(split)) == 0 and config.data.fractions.get(split, 0) > 0:
             raise DataError(f"{spec.path}: the {split} split is empty ({len(manifest)} "
-                            "samples); add subjects or change data.fractions")
+                            "samples); add subjects or change data.fractions (with data.stratify each "
+                            "stratum is split on its own)")
     ctx.learned = family.learn(ctx)
     prepared = family.prepare(ctx)
     if prepared.model is not None:

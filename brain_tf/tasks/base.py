@@ -100,11 +100,11 @@ class Task:
         return runner.evaluate(self, run, root=root)
 
     def predict(self, model, inputs, out, uncertainty: bool = False, masks=None, support=None,
-                skip_existing: bool = False):
+                skip_existing: bool = False, write=()):
         from brain_tf.training import runner
 
         return runner.predict(self, model, inputs, out, uncertainty, masks, support,
-                              skip_existing)
+                              skip_existing, write)
 
 
 TASKS: dict[str, Task] = {}

@@ -59,6 +59,7 @@ class PredictOptions:
     uncertainty: bool = False
     support: str | None = None
     skip_existing: bool = False  # leave out inputs whose outputs exist (a cohort continued)
+    write: tuple = ()            # segmentation outputs added to [inference] write
 
 
 @dataclasses.dataclass
@@ -335,14 +336,14 @@ def model_run(model_path) -> tuple[RunFolder, Path]:
 
 
 def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None,
-            support=None, skip_existing: bool = False) -> list[Path]:
+            support=None, skip_existing: bool = False, write=()) -> list[Path]:
     """Predict new files with a trained run. Inputs are checked before the model loads."""
     run, path = model_run(model_path)
     config = task.load_config(run)
     ctx = Context(task, config, learned=run.load_learned())
     family = task.family(config.preset)
     options = PredictOptions(masks=masks, uncertainty=uncertainty, support=support,
-                             skip_existing=skip_existing)
+                             skip_existing=skip_existing, write=tuple(write or ()))
     if support is not None and not family.takes_support:
         raise ConfigError(f"{run.path}: --support needs a run of a few-shot preset (siamese); "
                           f"this run's preset is {config.preset!r}")

@@ -11,7 +11,15 @@ RUN is a run folder (``models/tissue-segmentation/...``) or a shipped model
   CSF / GM / WM, see :mod:`brain_tf.evaluation.mni`) at 1 mm (``--step 2``: every other
   voxel, 2 mm), on the T1 and, with ``--variants``, on fixed contrast remaps (T2-like,
   gamma, V-shaped) and degraded versions (5 mm slices, a bias field, Rician noise, a head
-  rotated 15 degrees, a cropped field of view), with the seconds each prediction took;
+  rotated 15 degrees, a cropped field of view), with the seconds each whole prediction
+  took (brain extraction, network, refinement, writing). Each case is predicted by the
+  network alone (the model with ``[inference] refine = "none"``), refined (the model as
+  configured; ``pretrained:tissue`` refines by EM) and, when antspyx is installed (a
+  bench-only tool: ``pip install antspyx``), by ANTs Atropos (K-means 3 classes, MRF
+  ``[0.1,1x1x1]``, ``[5,0]`` iterations, as antsAtroposN4 runs it) inside the same brain
+  mask (the refined prediction's), its three classes matched to CSF / GM / WM by the
+  permutation with the best mean Dice against the reference (an oracle the other two do
+  not get), timed alone;
 - brain extraction: the fraction of the template's brain (T1 > 0.2) inside the predicted
   mask, the mask's Dice, and the same on the variants; with ``--phantoms DIR`` (a
   ``brain-tf synth phantoms`` folder the model never saw, e.g. ``--seed 99``) also the
@@ -54,14 +62,62 @@ def _cases(ref, variants: bool):
             yield name, make(ref)
 
 
+def _unrefined(model: str, work: Path) -> str:
+    """A copy of the tissue model's run folder with ``[inference] refine = "none"``."""
+    import shutil
+
+    from brain_tf.training.runner import model_run
+
+    run, _ = model_run(model)
+    copy = work / "network_alone"
+    if not copy.exists():
+        shutil.copytree(run.path, copy)
+        config = (copy / "config.toml").read_text()
+        (copy / "config.toml").write_text(config.replace('refine = "em"', 'refine = "none"'))
+    return str(copy)
+
+
+def atropos(case, mask: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """ANTs Atropos labels (0 outside ``mask``, 1-3 matched to CSF/GM/WM by the best
+    permutation) and its seconds; ``(None, 0)`` without antspyx."""
+    try:
+        import ants
+    except ImportError:
+        return None, 0.0
+    import itertools
+
+    spacing = tuple(float(s) for s in case.image.spacing)
+    image = ants.from_numpy(np.asarray(case.image.array, np.float32), spacing=spacing)
+    roi = ants.from_numpy(mask.astype(np.float32), spacing=spacing)
+    start = time.perf_counter()
+    seg = ants.atropos(a=image, x=roi, i="Kmeans[3]", m="[0.1,1x1x1]", c="[5,0]")
+    seconds = time.perf_counter() - start
+    raw = seg["segmentation"].numpy().astype(np.uint8)
+    best, labels = -1.0, raw
+    for order in itertools.permutations((1, 2, 3)):
+        mapped = np.choose(raw, (0,) + order).astype(np.uint8)
+        score = np.mean([dice(mapped == c, case.tissue == c) for c in (1, 2, 3)])
+        if score > best:
+            best, labels = score, mapped
+    return labels, seconds
+
+
 def tissue(model: str, ref, work: Path, variants: bool) -> None:
-    print(f"\ntissue segmentation on the MNI template ({model}):")
-    print(f"  {'case':<14} {'CSF':>6} {'GM':>6} {'WM':>6} {'seconds':>8}")
+    print(f"\ntissue segmentation on the MNI template ({model}): Dice CSF / GM / WM, seconds")
+    alone = _unrefined(model, work)
+    print(f"  {'case':<14} {'network alone':>24} {'refined':>24} {'ANTs Atropos':>24}")
     for name, case in _cases(ref, variants):
-        labels, seconds = _predict("tissue-segmentation", model, case, work, name)
-        scores = [dice(labels == c, case.tissue == c) for c in (1, 2, 3)]
-        print(f"  {name:<14} " + " ".join(f"{s:6.3f}" for s in scores) + f" {seconds:8.1f}",
-              flush=True)
+        cells = []
+        for label, run in (("network", alone), ("refined", model)):
+            labels, seconds = _predict("tissue-segmentation", run, case, work, f"{name}_{label}")
+            scores = [dice(labels == c, case.tissue == c) for c in (1, 2, 3)]
+            cells.append(" / ".join(f"{s:.3f}" for s in scores) + f" {seconds:5.1f}")
+        ants_labels, seconds = atropos(case, labels > 0)
+        if ants_labels is not None:
+            scores = [dice(ants_labels == c, case.tissue == c) for c in (1, 2, 3)]
+            cells.append(" / ".join(f"{s:.3f}" for s in scores) + f" {seconds:5.1f}")
+        print(f"  {name:<14} " + " ".join(f"{c:>24}" for c in cells)
+              + f"   load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def brain(model: str, ref, work: Path, variants: bool) -> None:

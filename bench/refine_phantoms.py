@@ -147,15 +147,20 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, help="only the first N subjects")
     parser.add_argument("--grid", action="store_true", help="settings around the defaults")
     parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")
+    parser.add_argument("--part", default="1/1", help="I/N: only the I-th of N shares of the "
+                        "grid's settings (run the shares side by side)")
     args = parser.parse_args()
     folder = Path(args.phantoms)
     print(f"load average {os.getloadavg()[0]:.2f}")
     cases = cached(args.model, folder, Path(args.cache or folder / ".refine"), args.subjects)
     print(f"{len(cases)} held-out cases from {folder}; mean Dice GM/WM per contrast "
           f"({', '.join(CONTRASTS)}), then CSF/GM/WM over all, seconds per refinement")
-    table, _, _ = evaluate(cases, None)
-    print(_line("network alone", table, 0.0), flush=True)
-    for label, options in (grid_settings() if args.grid else [("defaults", RefineOptions())]):
+    if part == 1:
+        table, _, _ = evaluate(cases, None)
+        print(_line("network alone", table, 0.0), flush=True)
+    part, parts = (int(v) for v in args.part.split("/"))
+    settings = list(grid_settings()) if args.grid else [("defaults", RefineOptions())]
+    for label, options in settings[part - 1::parts]:
         table, seconds, qcs = evaluate(cases, options)
         print(_line(label, table, seconds), flush=True)
         if args.qc and label == "defaults":

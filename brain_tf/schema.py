@@ -286,6 +286,8 @@ class Inference(Section):
     overlap: float = 0.5                 # tile overlap (0 <= overlap < 1)
     tta: bool = False                    # flip test-time augmentation
     threshold: float = 0.5               # sigmoid heads
+    # softmax: a voxel is background unless 1 - p(background) reaches this (None: argmax)
+    foreground_threshold: float | None = None
     merge: str = "argmax"                # sigmoid heads: "argmax" or "nested" (BraTS regions)
     largest_component: bool = False      # keep each class's largest connected component
     mc_passes: int = 20                  # MC-dropout passes
@@ -310,6 +312,9 @@ class Inference(Section):
         if not self.write or set(self.write) - {"seg", "mask", "brain", "probseg"}:
             raise ConfigError(f"{where} write must list outputs among 'seg', 'mask', "
                               f"'brain' and 'probseg', not {self.write!r}")
+        if self.foreground_threshold is not None and not 0 < self.foreground_threshold < 1:
+            raise ConfigError(f"{where} foreground_threshold must be in (0, 1), not "
+                              f"{self.foreground_threshold!r}")
         self.choice(where, "refine", ("none", "em"))
         self.positive(where, "refine_components", "refine_iterations")
         self.positive(where, "refine_prior_weight", "refine_bias_order", "refine_mrf",

@@ -23,6 +23,7 @@ from brain_tf.errors import ConfigError, DataError
 from brain_tf.inference.refine_em import (Neighbours, fit, polynomial_basis, posteriors,
                                           tempered_log_prior)
 from brain_tf.inference.refine_qc import scan_qc
+from brain_tf.schema import Inference
 
 #: Voxels whose bias basis is evaluated at once when the fit is applied (bounded memory).
 CHUNK = 2**18
@@ -30,15 +31,19 @@ CHUNK = 2**18
 FULL_MRF_PASSES = 3
 
 
+_DEFAULT = Inference()
+
+
 @dataclasses.dataclass
 class RefineOptions:
-    """How :func:`refine` fits a scan (``[inference] refine_*``)."""
+    """How :func:`refine` fits a scan (``[inference] refine_*``; the defaults are the
+    schema's, chosen on held-out phantoms with ``bench/refine_phantoms.py --grid``)."""
 
-    prior_weight: float = 0.5
-    components: int = 1
-    bias_order: int = 2
-    mrf: float = 0.1
-    iterations: int = 30
+    prior_weight: float = _DEFAULT.refine_prior_weight
+    components: int = _DEFAULT.refine_components
+    bias_order: int = _DEFAULT.refine_bias_order
+    mrf: float = _DEFAULT.refine_mrf
+    iterations: int = _DEFAULT.refine_iterations
     fit_voxels: int = 300_000
 
     @classmethod
@@ -121,14 +126,13 @@ def refine(image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, spaci
 
     stride = _stride(len(y), options.fit_voxels)
     sub = inside[::stride, ::stride, ::stride]
-    full_index = np.flatnonzero(inside)
     sub_grid = np.zeros(inside.shape, dtype=bool)
     sub_grid[::stride, ::stride, ::stride] = sub
     pick = sub_grid[inside]
     basis, offsets = polynomial_basis(points[pick], options.bias_order, centre, half)
     mixture, coefficients, _, done = fit(
         y[pick], fg[pick], basis, options.prior_weight, options.components, options.iterations,
-        mrf=options.mrf, neighbours=Neighbours(np.flatnonzero(sub), sub.shape),
+        mrf=options.mrf, neighbours=Neighbours(sub),
         bias=options.bias_order > 0)
 
     log_b = np.empty(y.shape, dtype=np.float32)
@@ -140,7 +144,7 @@ def refine(image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, spaci
     log_prior = tempered_log_prior(fg, options.prior_weight)
     _, q = posteriors(log_prior, mixture, x)
     if options.mrf:
-        neighbours = Neighbours(full_index, inside.shape)
+        neighbours = Neighbours(inside)
         for _ in range(FULL_MRF_PASSES):
             _, q = posteriors(log_prior, mixture, x, options.mrf, neighbours, q)
     post = np.zeros((len(y), k), dtype=np.float32)

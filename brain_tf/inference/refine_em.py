@@ -66,10 +66,11 @@ class Mixture:
         out = np.empty((n, k, g), dtype=np.float32)
         for a, b in itertools.product(range(k), range(g)):
             chol = np.linalg.cholesky(self.covariances[a, b])
-            z = np.linalg.solve(chol, (x - self.means[a, b].astype(np.float32)).T)
+            whiten = np.linalg.inv(chol).T.astype(np.float32)
+            z = (x - self.means[a, b].astype(np.float32)) @ whiten
             logdet = 2.0 * np.log(np.diag(chol)).sum()
             out[:, a, b] = (np.log(self.weights[a, b] + 1e-12) - 0.5 * (c * np.log(2 * np.pi)
-                            + logdet) - 0.5 * np.einsum("cn,cn->n", z, z))
+                            + logdet)) - 0.5 * np.einsum("nc,nc->n", z, z)
         return out
 
     def precisions(self) -> np.ndarray:
@@ -167,24 +168,29 @@ def bias_step(y: np.ndarray, coefficients: np.ndarray, basis: np.ndarray, r: np.
 
 
 class Neighbours:
-    """Mean-field MRF term on a grid: for masked voxels (flat indices ``index`` into a
-    grid of ``shape``), the sum of their 6 neighbours' class posteriors (0 outside)."""
+    """Mean-field MRF term on a grid: for the voxels of ``inside`` (a boolean grid, in
+    C order), the sum of their 6 face neighbours' class posteriors (0 outside)."""
 
-    def __init__(self, index: np.ndarray, shape):
-        self.index, self.shape = index, tuple(shape)
+    def __init__(self, inside: np.ndarray):
+        padded = np.pad(inside, 1)
+        position = np.full(padded.shape, len(np.flatnonzero(inside)), dtype=np.int32)
+        position[padded] = np.arange(position.max(), dtype=np.int32)
+        where = np.nonzero(padded)
+        self.index = []
+        for axis in range(3):
+            for step in (-1, 1):
+                shifted = list(where)
+                shifted[axis] = where[axis] + step
+                self.index.append(position[tuple(shifted)])
 
     def sums(self, q: np.ndarray) -> np.ndarray:
-        k = q.shape[1]
-        vol = np.zeros((k,) + self.shape, dtype=np.float32)
-        vol.reshape(k, -1)[:, self.index] = q.T
-        out = np.zeros_like(vol)
-        for axis in (1, 2, 3):
-            lo = [slice(None)] * 4
-            hi = [slice(None)] * 4
-            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-            out[tuple(lo)] += vol[tuple(hi)]
-            out[tuple(hi)] += vol[tuple(lo)]
-        return out.reshape(k, -1)[:, self.index].T
+        out = np.empty((q.shape[1], len(q)), dtype=np.float32)
+        for k in range(q.shape[1]):  # one class at a time: 1D takes are the fast ones
+            column = np.append(q[:, k], np.float32(0))       # the last entry: outside
+            np.take(column, self.index[0], out=out[k])
+            for index in self.index[1:]:
+                out[k] += np.take(column, index)
+        return out.T
 
 
 def posteriors(log_prior, mixture: Mixture, x, mrf: float = 0.0, neighbours=None,

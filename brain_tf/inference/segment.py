@@ -45,6 +45,7 @@ class Segmenter:
     threshold: float = 0.5
     merge: str = "argmax"
     largest_component: bool = False
+    foreground_threshold: float | None = None
     refine: RefineOptions | None = None
 
     @classmethod
@@ -59,7 +60,8 @@ class Segmenter:
                    patch_size=tuple(inf.patch_size) if inf.patch_size else None,
                    overlap=inf.overlap, tta=inf.tta, batch_size=inf.batch_size,
                    threshold=inf.threshold, merge=inf.merge,
-                   largest_component=inf.largest_component)
+                   largest_component=inf.largest_component,
+                   foreground_threshold=inf.foreground_threshold)
 
     def probabilities(self, model, image: np.ndarray) -> np.ndarray:
         return sliding_window_predict(model, image, self.patch_size, overlap=self.overlap,
@@ -71,6 +73,10 @@ class Segmenter:
             return to_label_map(probabilities, "sigmoid",
                                 label_values=list(range(1, self.num_classes)),
                                 threshold=self.threshold, merge=self.merge)
+        if self.foreground_threshold is not None:  # the most probable foreground class
+            labels = np.argmax(probabilities[..., 1:], axis=-1).astype(np.uint8) + 1
+            return np.where(1 - probabilities[..., 0] >= self.foreground_threshold, labels,
+                            np.uint8(0))
         return to_label_map(probabilities, "softmax", label_values=list(range(self.num_classes)))
 
     def clean(self, indices: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ RUN is a run folder (``models/tissue-segmentation/...``) or a shipped model
   gamma, V-shaped) and degraded versions (5 mm slices, a bias field, Rician noise, a head
   rotated 15 degrees, a cropped field of view), with the seconds each whole prediction
   took (brain extraction, network, refinement, writing). Each case is predicted by the
-  network alone (the model with ``[inference] refine = "none"``), refined (the model as
-  configured; ``pretrained:tissue`` refines by EM) and, when antspyx is installed (a
+  network alone (its argmax inside the brain mask), refined (``[inference] refine_*``
+  of the model, or the defaults) and, when antspyx is installed (a
   bench-only tool: ``pip install antspyx``), by ANTs Atropos (K-means 3 classes, MRF
   ``[0.1,1x1x1]``, ``[5,0]`` iterations, as antsAtroposN4 runs it) inside the same brain
   mask (the refined prediction's), its three classes matched to CSF / GM / WM by the
@@ -62,21 +62,6 @@ def _cases(ref, variants: bool):
             yield name, make(ref)
 
 
-def _unrefined(model: str, work: Path) -> str:
-    """A copy of the tissue model's run folder with ``[inference] refine = "none"``."""
-    import shutil
-
-    from brain_tf.training.runner import model_run
-
-    run, _ = model_run(model)
-    copy = work / "network_alone"
-    if not copy.exists():
-        shutil.copytree(run.path, copy)
-        config = (copy / "config.toml").read_text()
-        (copy / "config.toml").write_text(config.replace('refine = "em"', 'refine = "none"'))
-    return str(copy)
-
-
 def atropos(case, mask: np.ndarray) -> tuple[np.ndarray | None, float]:
     """ANTs Atropos labels (0 outside ``mask``, 1-3 matched to CSF/GM/WM by the best
     permutation) and its seconds; ``(None, 0)`` without antspyx."""
@@ -102,22 +87,62 @@ def atropos(case, mask: np.ndarray) -> tuple[np.ndarray | None, float]:
     return labels, seconds
 
 
+def _network(model: str):
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import Context, model_run
+
+    task = TASKS["tissue-segmentation"]
+    run, path = model_run(model)
+    ctx = Context(task, task.load_config(run), learned=run.load_learned())
+    family = task.family(ctx.config.preset)
+    return ctx, family, family.load_predictor(ctx, path)
+
+
 def tissue(model: str, ref, work: Path, variants: bool) -> None:
-    print(f"\ntissue segmentation on the MNI template ({model}): Dice CSF / GM / WM, seconds")
-    alone = _unrefined(model, work)
-    print(f"  {'case':<14} {'network alone':>24} {'refined':>24} {'ANTs Atropos':>24}")
+    """Per case, one pass of the predict path split into its stages: brain extraction and
+    preprocessing, the network (its probabilities on the scan's grid: the network alone
+    is their argmax inside the mask), the refinement; then Atropos in the same mask. The
+    T1 is also predicted whole by the command (``TASKS[...].predict``), timed end to end."""
+    from brain_tf.inference.refine import RefineOptions, refine
+    from brain_tf.inference.segment import Segmenter
+    from brain_tf.preprocess.inverse import probabilities_on_grid, restrict_to_mask
+
+    ctx, family, net = _network(model)
+    options = RefineOptions.from_config(ctx.config.inference) or RefineOptions()
+    print(f"\ntissue segmentation on the MNI template ({model}, refinement {options}):")
+    print("  Dice CSF / GM / WM; seconds: brain mask + network, refinement, Atropos")
+    print(f"  {'case':<14} {'network alone':>20} {'refined':>20} {'ANTs Atropos':>20} "
+          f"{'s: mask+net':>11} {'refine':>6} {'ants':>5} {'load':>5}")
     for name, case in _cases(ref, variants):
+        start = time.perf_counter()
+        volume, mask, pre = family.prepare_scan(ctx, case.image)
+        grid = volume.file_grid
+        segmenter = Segmenter.from_config(ctx.config, len(ctx.learned["labels"]))
+        probs = probabilities_on_grid(segmenter.probabilities(net, pre.image), pre.affine, grid)
+        inside = restrict_to_mask(np.ones(grid.shape, np.uint8), mask, grid) > 0
+        network = np.where(inside, np.argmax(probs, axis=-1), 0)
+        seconds = [time.perf_counter() - start]
+        start = time.perf_counter()
+        refined = refine(grid.to_file(volume.array), probs, inside, volume.spacing,
+                         options).labels()
+        seconds.append(time.perf_counter() - start)
         cells = []
-        for label, run in (("network", alone), ("refined", model)):
-            labels, seconds = _predict("tissue-segmentation", run, case, work, f"{name}_{label}")
-            scores = [dice(labels == c, case.tissue == c) for c in (1, 2, 3)]
-            cells.append(" / ".join(f"{s:.3f}" for s in scores) + f" {seconds:5.1f}")
-        ants_labels, seconds = atropos(case, labels > 0)
+        for labels in (network, refined):
+            cells.append(" / ".join(f"{dice(labels == c, case.tissue == c):.3f}"
+                                    for c in (1, 2, 3)))
+        ants_labels, ants_seconds = atropos(case, inside)
         if ants_labels is not None:
-            scores = [dice(ants_labels == c, case.tissue == c) for c in (1, 2, 3)]
-            cells.append(" / ".join(f"{s:.3f}" for s in scores) + f" {seconds:5.1f}")
-        print(f"  {name:<14} " + " ".join(f"{c:>24}" for c in cells)
-              + f"   load {os.getloadavg()[0]:.1f}", flush=True)
+            cells.append(" / ".join(f"{dice(ants_labels == c, case.tissue == c):.3f}"
+                                    for c in (1, 2, 3)))
+        print(f"  {name:<14} " + " ".join(f"{c:>20}" for c in cells)
+              + f" {seconds[0]:11.1f} {seconds[1]:6.1f} {ants_seconds:5.1f} "
+              f"{os.getloadavg()[0]:5.1f}", flush=True)
+        if name == "T1":
+            labels, whole = _predict("tissue-segmentation", model, case, work, name)
+            scores = " / ".join(f"{dice(labels == c, case.tissue == c):.3f}" for c in (1, 2, 3))
+            print(f"  T1 by 'tissue-segmentation predict' (brain extraction, network, "
+                  f"refinement, writing): {scores} in {whole:.1f} s, load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
 
 
 def brain(model: str, ref, work: Path, variants: bool) -> None:

@@ -17,11 +17,14 @@ import itertools
 
 import numpy as np
 
-#: (low, high) of each value on held-out phantoms (T1w, T2w, PDw, FLAIR with bias, noise
-#: and thick slices), widened by a margin; measured with
-#: ``python bench/refine_phantoms.py --phantoms DIR --qc`` (DIR: ``brain-tf synth phantoms
-#: --seed 99 --subjects 6 --spacing 1.5``) at the shipped defaults.
-QC_RANGES = {"separation": (1.5, np.inf), "changed": (0.0, 0.35), "mean_entropy": (0.0, 0.35)}
+#: (low, high) of each value: the range on 24 held-out phantom scans (3 subjects; T1w,
+#: T2w, PDw and FLAIR, clean and with a bias field, Rician noise or 5 mm slices) at the
+#: default settings, widened by about a quarter: separation 0.097-3.62, changed
+#: 0.208-0.372, mean entropy 0.071-0.390; measured with ``python bench/refine_phantoms.py
+#: --phantoms DIR --subjects 3 --qc`` (DIR: ``brain-tf synth phantoms --seed 99
+#: --subjects 6 --spacing 1.5``). PDw and FLAIR phantoms have grey and white matter close
+#: together, hence the low separation that still passes.
+QC_RANGES = {"separation": (0.05, np.inf), "changed": (0.0, 0.45), "mean_entropy": (0.0, 0.5)}
 
 
 def separation(means: np.ndarray, covariances: np.ndarray) -> float:

@@ -164,7 +164,7 @@ def main() -> None:
         table, seconds, qcs = evaluate(cases, options)
         print(_line(label, table, seconds), flush=True)
         if args.qc and label == "defaults":
-            for key in ("separation", "changed", "mean_entropy"):
+            for key in ("separation", "max_separation", "changed", "mean_entropy"):
                 values = [q[key] for q in qcs]
                 print(f"    QC {key}: min {min(values):.3f}, max {max(values):.3f}")
             print(f"    flagged: {sum(q['flag'] for q in qcs)} of {len(qcs)}")

@@ -303,7 +303,7 @@ class Inference(Section):
     refine: str = "none"
     refine_prior_weight: float = 0.5     # the network's softmax to this power is the prior
     refine_components: int = 1           # Gaussians per class
-    refine_bias_order: int = 2           # polynomial degree of the log bias field (0: none)
+    refine_bias_order: int = 3           # polynomial degree of the log bias field (0: none)
     refine_mrf: float = 0.1              # mean-field MRF strength (0: none)
     refine_iterations: int = 30          # EM iterations (at most)
 

@@ -100,7 +100,7 @@ def test_qc_flags_intensities_that_contradict_the_prior():
     assert good.qc["flag"] is False, good.qc
     noise = np.random.default_rng(0).uniform(0.2, 1.0, image.shape).astype(np.float32)
     bad = refine(noise, prior, inside, (4.0, 4.0, 4.0))
-    assert bad.qc["flag"] is True and "separation" in bad.qc["outside_range"], bad.qc
+    assert bad.qc["flag"] is True and "max_separation" in bad.qc["outside_range"], bad.qc
 
 
 def test_soft_volumes_are_sums_of_probabilities(tmp_path):

@@ -11,7 +11,15 @@ RUN is a run folder (``models/tissue-segmentation/...``) or a shipped model
   CSF / GM / WM, see :mod:`brain_tf.evaluation.mni`) at 1 mm (``--step 2``: every other
   voxel, 2 mm), on the T1 and, with ``--variants``, on fixed contrast remaps (T2-like,
   gamma, V-shaped) and degraded versions (5 mm slices, a bias field, Rician noise, a head
-  rotated 15 degrees, a cropped field of view), with the seconds each prediction took;
+  rotated 15 degrees, a cropped field of view), with the seconds each whole prediction
+  took (brain extraction, network, refinement, writing). Each case is predicted by the
+  network alone (its argmax inside the brain mask), refined (``[inference] refine_*``
+  of the model, or the defaults) and, when antspyx is installed (a
+  bench-only tool: ``pip install antspyx``), by ANTs Atropos (K-means 3 classes, MRF
+  ``[0.1,1x1x1]``, ``[5,0]`` iterations, as antsAtroposN4 runs it) inside the same brain
+  mask (the refined prediction's), its three classes matched to CSF / GM / WM by the
+  permutation with the best mean Dice against the reference (an oracle the other two do
+  not get), timed alone;
 - brain extraction: the fraction of the template's brain (T1 > 0.2) inside the predicted
   mask, the mask's Dice, and the same on the variants; with ``--phantoms DIR`` (a
   ``brain-tf synth phantoms`` folder the model never saw, e.g. ``--seed 99``) also the
@@ -54,14 +62,87 @@ def _cases(ref, variants: bool):
             yield name, make(ref)
 
 
+def atropos(case, mask: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """ANTs Atropos labels (0 outside ``mask``, 1-3 matched to CSF/GM/WM by the best
+    permutation) and its seconds; ``(None, 0)`` without antspyx."""
+    try:
+        import ants
+    except ImportError:
+        return None, 0.0
+    import itertools
+
+    spacing = tuple(float(s) for s in case.image.spacing)
+    image = ants.from_numpy(np.asarray(case.image.array, np.float32), spacing=spacing)
+    roi = ants.from_numpy(mask.astype(np.float32), spacing=spacing)
+    start = time.perf_counter()
+    seg = ants.atropos(a=image, x=roi, i="Kmeans[3]", m="[0.1,1x1x1]", c="[5,0]")
+    seconds = time.perf_counter() - start
+    raw = seg["segmentation"].numpy().astype(np.uint8)
+    best, labels = -1.0, raw
+    for order in itertools.permutations((1, 2, 3)):
+        mapped = np.choose(raw, (0,) + order).astype(np.uint8)
+        score = np.mean([dice(mapped == c, case.tissue == c) for c in (1, 2, 3)])
+        if score > best:
+            best, labels = score, mapped
+    return labels, seconds
+
+
+def _network(model: str):
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import Context, model_run
+
+    task = TASKS["tissue-segmentation"]
+    run, path = model_run(model)
+    ctx = Context(task, task.load_config(run), learned=run.load_learned())
+    family = task.family(ctx.config.preset)
+    return ctx, family, family.load_predictor(ctx, path)
+
+
 def tissue(model: str, ref, work: Path, variants: bool) -> None:
-    print(f"\ntissue segmentation on the MNI template ({model}):")
-    print(f"  {'case':<14} {'CSF':>6} {'GM':>6} {'WM':>6} {'seconds':>8}")
+    """Per case, one pass of the predict path split into its stages: brain extraction and
+    preprocessing, the network (its probabilities on the scan's grid: the network alone
+    is their argmax inside the mask), the refinement; then Atropos in the same mask. The
+    T1 is also predicted whole by the command (``TASKS[...].predict``), timed end to end."""
+    from brain_tf.inference.refine import RefineOptions, refine
+    from brain_tf.inference.segment import Segmenter
+    from brain_tf.preprocess.inverse import probabilities_on_grid, restrict_to_mask
+
+    ctx, family, net = _network(model)
+    options = RefineOptions.from_config(ctx.config.inference) or RefineOptions()
+    print(f"\ntissue segmentation on the MNI template ({model}, refinement {options}):")
+    print("  Dice CSF / GM / WM; seconds: brain mask + network, refinement, Atropos")
+    print(f"  {'case':<14} {'network alone':>20} {'refined':>20} {'ANTs Atropos':>20} "
+          f"{'s: mask+net':>11} {'refine':>6} {'ants':>5} {'load':>5}")
     for name, case in _cases(ref, variants):
-        labels, seconds = _predict("tissue-segmentation", model, case, work, name)
-        scores = [dice(labels == c, case.tissue == c) for c in (1, 2, 3)]
-        print(f"  {name:<14} " + " ".join(f"{s:6.3f}" for s in scores) + f" {seconds:8.1f}",
-              flush=True)
+        start = time.perf_counter()
+        volume, mask, pre = family.prepare_scan(ctx, case.image)
+        grid = volume.file_grid
+        segmenter = Segmenter.from_config(ctx.config, len(ctx.learned["labels"]))
+        probs = probabilities_on_grid(segmenter.probabilities(net, pre.image), pre.affine, grid)
+        inside = restrict_to_mask(np.ones(grid.shape, np.uint8), mask, grid) > 0
+        network = np.where(inside, np.argmax(probs, axis=-1), 0)
+        seconds = [time.perf_counter() - start]
+        start = time.perf_counter()
+        refined = refine(grid.to_file(volume.array), probs, inside, volume.spacing,
+                         options).labels()
+        seconds.append(time.perf_counter() - start)
+        cells = []
+        for labels in (network, refined):
+            cells.append(" / ".join(f"{dice(labels == c, case.tissue == c):.3f}"
+                                    for c in (1, 2, 3)))
+        ants_labels, ants_seconds = atropos(case, inside)
+        if ants_labels is not None:
+            cells.append(" / ".join(f"{dice(ants_labels == c, case.tissue == c):.3f}"
+                                    for c in (1, 2, 3)))
+        print(f"  {name:<14} " + " ".join(f"{c:>20}" for c in cells)
+              + f" {seconds[0]:11.1f} {seconds[1]:6.1f} {ants_seconds:5.1f} "
+              f"{os.getloadavg()[0]:5.1f}", flush=True)
+        if name == "T1":
+            labels, whole = _predict("tissue-segmentation", model, case, work, name)
+            scores = " / ".join(f"{dice(labels == c, case.tissue == c):.3f}" for c in (1, 2, 3))
+            print(f"  T1 by 'tissue-segmentation predict' (brain extraction, network, "
+                  f"refinement, writing): {scores} in {whole:.1f} s, load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
 
 
 def brain(model: str, ref, work: Path, variants: bool) -> None:

@@ -174,9 +174,14 @@ def _shard_args(p):
 _shard.add_arguments = _shard_args
 
 
-@command("tissue-volumes", "CSF/GM/WM volumes (ml, fractions) per subject from label maps")
+@command("tissue-volumes", "CSF/GM/WM volumes (ml, fractions) per subject from label maps "
+         "or probability maps (soft volumes)")
 def _tissue_volumes(args):
-    from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
+    from pathlib import Path
+
+    from brain_tf.evaluation.volumes import (PROBSEG, probseg_beside, probseg_groups,
+                                             soft_volumes_table, subject_name,
+                                             tissue_volumes_table)
     from brain_tf.io.tables import write_table
 
     if bool(args.spec) == bool(args.labelmaps):
@@ -194,8 +199,19 @@ def _tissue_volumes(args):
         items = [(str(s), str(p)) for s, p in zip(manifest["sample"], manifest["label"])
                  if isinstance(p, str) and p]
     else:
-        items = [(subject_name(p), str(p)) for p in args.labelmaps]
-    table = tissue_volumes_table(items, labels)
+        soft = probseg_groups(args.labelmaps)
+        maps = [p for p in args.labelmaps if not PROBSEG.match(os.path.basename(p))]
+        if args.probseg:
+            soft.update({str(Path(p).parent / subject_name(p)): probseg_beside(p) for p in maps})
+            maps = []
+        if soft and maps:
+            raise ConfigError("tissue-volumes: give label maps or probability maps "
+                              "(*_label-CLASS_probseg.nii.gz), not both")
+        items = [(subject_name(p), str(p)) for p in maps]
+    if not args.spec and soft:
+        table = soft_volumes_table([(Path(s).name, g) for s, g in soft.items()])
+    else:
+        table = tissue_volumes_table(items, labels)
     write_table(table, args.out)
     names = [c[:-3] for c in table.columns if c.endswith("_ml")]
     print(f"wrote {args.out}: {len(table)} subjects; mean volumes "
@@ -204,7 +220,11 @@ def _tissue_volumes(args):
 
 def _tissue_volumes_args(p):
     p.add_argument("labelmaps", nargs="*", metavar="LABELMAP",
-                   help="label-map NIfTI files (e.g. predicted *_seg.nii.gz)")
+                   help="label-map NIfTI files (e.g. predicted *_seg.nii.gz), or probability "
+                        "maps (*_label-CLASS_probseg.nii.gz: soft volumes)")
+    p.add_argument("--probseg", action="store_true",
+                   help="soft volumes from the probability maps beside each label map "
+                        "(written by predict --write probseg)")
     p.add_argument("--spec", help="data spec TOML: measure its reference segmentations")
     p.add_argument("--root", help="dataset folder (overrides the spec's root)")
     p.add_argument("--out", required=True, help="CSV to write")
@@ -371,11 +391,15 @@ def _task_arguments(tp, task) -> None:
     if task.family_name == "segmentation":
         predict.add_argument("--skip-existing", action="store_true",
                              help="leave out scans whose outputs exist (continue a cohort)")
+        predict.add_argument("--write", nargs="+", metavar="KIND", default=(),
+                             choices=("seg", "mask", "brain", "probseg"),
+                             help="outputs to write besides the model's own (probseg: one "
+                                  "probability map per class, NAME_label-CLASS_probseg)")
     predict.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     predict.set_defaults(_fn=lambda a, t=task: t.predict(
         a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None),
         support=getattr(a, "support", None), skip_existing=getattr(a, "skip_existing", False),
-        precision=a.precision))
+        precision=a.precision, write=getattr(a, "write", ())))
 
 
 def _train(task, args):

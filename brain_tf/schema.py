@@ -292,6 +292,8 @@ class Inference(Section):
     overlap: float = 0.5                 # tile overlap (0 <= overlap < 1)
     tta: bool = False                    # flip test-time augmentation
     threshold: float = 0.5               # sigmoid heads
+    # softmax: a voxel is background unless 1 - p(background) reaches this (None: argmax)
+    foreground_threshold: float | None = None
     merge: str = "argmax"                # sigmoid heads: "argmax" or "nested" (BraTS regions)
     largest_component: bool = False      # keep each class's largest connected component
     mc_passes: int = 20                  # MC-dropout passes
@@ -299,14 +301,30 @@ class Inference(Section):
     gradcam_slices: int = 4              # test slices with a Grad-CAM overlay
     overlay_slices: int = 4              # test slices in overlay.png (2D segmentation)
     # 3D segmentation outputs: "seg" (NAME_seg: the label map), "mask" (NAME_mask: 1 where
-    # any class but background), "brain" (NAME_brain: the input image inside that mask)
+    # any class but background), "brain" (NAME_brain: the input image inside that mask),
+    # "probseg" (NAME_label-CLASS_probseg: each class's probability)
     write: list = field(default_factory=lambda: ["seg"])
+    # softmax segmentation: "em" refines the probabilities on each scan's own intensities
+    # (brain_tf.inference.refine: a Gaussian mixture per class, a bias field, an MRF)
+    refine: str = "none"
+    refine_prior_weight: float = 0.5     # the network's softmax to this power is the prior
+    refine_components: int = 1           # Gaussians per class
+    refine_bias_order: int = 3           # polynomial degree of the log bias field (0: none)
+    refine_mrf: float = 0.1              # mean-field MRF strength (0: none)
+    refine_iterations: int = 30          # EM iterations (at most)
 
     def check(self, where):
         self.positive(where, "batch_size", "mc_passes")
-        if not self.write or set(self.write) - {"seg", "mask", "brain"}:
-            raise ConfigError(f"{where} write must list outputs among 'seg', 'mask' and "
-                              f"'brain', not {self.write!r}")
+        if not self.write or set(self.write) - {"seg", "mask", "brain", "probseg"}:
+            raise ConfigError(f"{where} write must list outputs among 'seg', 'mask', "
+                              f"'brain' and 'probseg', not {self.write!r}")
+        if self.foreground_threshold is not None and not 0 < self.foreground_threshold < 1:
+            raise ConfigError(f"{where} foreground_threshold must be in (0, 1), not "
+                              f"{self.foreground_threshold!r}")
+        self.choice(where, "refine", ("none", "em"))
+        self.positive(where, "refine_components", "refine_iterations")
+        self.positive(where, "refine_prior_weight", "refine_bias_order", "refine_mrf",
+                      allow_zero=True)
         self.positive(where, "gradcam_slices", "overlay_slices", allow_zero=True)
         self.choice(where, "merge", ("argmax", "nested"))
         if not 0.0 <= self.overlap < 1.0:

@@ -2,12 +2,11 @@
 probabilities of one scan on the scan's own grid (:func:`predict_tissue`), and the
 outputs of any other trained run (:func:`predict_extra`).
 
-The brain mask and the class indices come from the task's own prediction path
-(:meth:`brain_tf.tasks.segmentation.Segmentation.segment`, ``prepare_scan``); the
-per-class probabilities are the model's sliding-window probabilities resampled to the
-input grid by :func:`brain_tf.preprocess.inverse.labels_on_grid`, one class at a time.
-When the tissue prediction writes its own ``{stem}_label-{CLASS}_probseg.nii.gz`` and
-``{stem}_qc.json``, :meth:`TissueResult.from_files` reads them instead.
+The brain mask, the class indices, the per-class probabilities and the QC values come
+from the task's own prediction path (:meth:`brain_tf.tasks.segmentation.Segmentation.
+scan_segmentation`: refined on the scan when the model's ``[inference] refine`` asks for
+it). :meth:`TissueResult.from_files` reads the ``{stem}_label-{CLASS}_probseg.nii.gz``
+and ``{stem}_qc.json`` files of ``brain-tf tissue-segmentation predict --write probseg``.
 """
 
 from __future__ import annotations
@@ -112,31 +111,28 @@ def load_scan(path: str | Path) -> Volume:
 
 
 def predict_tissue(brain: Loaded, tissue: Loaded, volume: Volume) -> TissueResult:
-    """Brain mask, tissue labels and probabilities of a scan (:func:`load_scan`)."""
-    from brain_tf.inference.segment import Segmenter
-    from brain_tf.preprocess.inverse import labels_on_grid
-
+    """Brain mask, tissue labels and probabilities of a scan (:func:`load_scan`), through
+    the tissue task's own prediction (refined on the scan when its config asks for it)."""
     grid = volume.file_grid
     mask = brain_mask_on_grid(brain, volume)
     mask_volume = Volume(grid.from_file(mask), volume.affine, path=f"brain mask of {volume.path}",
                          source=grid)
-    volume, mask_volume, pre = tissue.family.prepare_scan(tissue.ctx, volume, mask_volume)
+    prepared = tissue.family.prepare_scan(tissue.ctx, volume, mask_volume)
     names = list(tissue.ctx.learned["labels"])
-    segmenter = Segmenter.from_config(tissue.ctx.config, len(names))
-    if segmenter.activation != "softmax" or len(names) != 1 + len(TISSUE_CLASSES):
+    if len(names) != 1 + len(TISSUE_CLASSES) or tissue.ctx.config.model.get(
+            "output_activation", "softmax") != "softmax":
         raise ConfigError(f"{tissue.name}: a tissue model with softmax outputs for background, "
                           f"CSF, GM and WM is needed (this one has {names})")
-    on_model_grid = segmenter.probabilities(tissue.net, pre.image)
-    channels = np.stack([labels_on_grid(on_model_grid, pre.affine, grid,
-                                        to_labels=lambda p, c=c: p[..., c])
-                         for c in range(len(names))], axis=-1)
+    scan = tissue.family.scan_segmentation(tissue.ctx, tissue.net, prepared, probseg=True)
     inside = mask > 0
-    labels = np.where(inside, segmenter.clean(np.argmax(channels, axis=-1).astype(np.uint8)),
-                      0).astype(np.uint8)
-    probabilities = {c: np.where(inside, channels[..., k + 1], 0).astype(np.float32)
+    labels = np.where(inside, scan.indices, 0).astype(np.uint8)
+    probabilities = {c: np.where(inside, scan.probability(k + 1), 0).astype(np.float32)
                      for k, c in enumerate(TISSUE_CLASSES)}
-    qc = {"entropy": _entropy(channels, inside)} if inside.any() else {}
-    return TissueResult(volume, mask, labels, probabilities, qc)
+    qc = dict(scan.qc) if scan.qc else {}
+    if "mean_entropy" not in qc and inside.any():
+        stacked = np.stack([scan.probability(k) for k in range(len(names))], axis=-1)
+        qc["entropy"] = _entropy(stacked, inside)
+    return TissueResult(prepared[0], mask, labels, probabilities, qc)
 
 
 def predict_extra(name: str, images: list, masks: list, dsegs: list, out: Path) -> dict:

@@ -2,11 +2,17 @@
 
 Volumes are voxel counts times the voxel volume (mm^3 / 1000 = ml); fractions divide
 each volume by their sum over the labels measured (CSF + GM + WM: system A's features).
+
+Soft volumes come from probability maps (``{stem}_label-{CLASS}_probseg.nii.gz``, as
+``predict --write probseg`` writes them): the sum of each class's probabilities times the
+voxel volume, as SPM and SynthSeg measure; ``brain_ml`` is their sum (the intracranial
+volume inside the brain mask) and each fraction divides by it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -123,3 +129,64 @@ def volume_errors(table: pd.DataFrame, names: Sequence[str]) -> dict:
                 np.abs(table[f"{n}_{kind}_pred"] - table[f"{n}_{kind}_ref"])))
         out[f"volume_ref_mean_ml_{n}"] = float(table[f"{n}_ml_ref"].mean())
     return out
+
+
+PROBSEG = re.compile(r"^(?P<stem>.+)_label-(?P<label>[A-Za-z0-9]+)_probseg\.nii(\.gz)?$")
+"""A probability map's file name: ``{stem}_label-{CLASS}_probseg.nii[.gz]``."""
+
+
+def probseg_groups(paths) -> dict[str, dict[str, str]]:
+    """``{stem: {class (lower case): path}}`` of the probability maps among ``paths``
+    (file names matching :data:`PROBSEG`; stems keep their folder)."""
+    groups: dict[str, dict[str, str]] = {}
+    for path in paths:
+        match = PROBSEG.match(Path(path).name)
+        if match:
+            stem = str(Path(path).parent / match["stem"])
+            groups.setdefault(stem, {})[match["label"].lower()] = str(path)
+    return groups
+
+
+def probseg_beside(label_map) -> dict[str, str]:
+    """The probability maps written beside a predicted ``{stem}_seg.nii.gz``; DataError
+    when there are none."""
+    path = Path(label_map)
+    stem = subject_name(path)
+    found = probseg_groups(sorted(path.parent.glob(f"{stem}_label-*_probseg.nii*")))
+    if not found:
+        raise DataError(f"{label_map}: no {stem}_label-CLASS_probseg.nii.gz beside it; "
+                        "predict with --write probseg to write them")
+    return found[str(path.parent / stem)]
+
+
+def soft_volumes(maps: Mapping[str, np.ndarray], spacing) -> dict[str, float]:
+    """``{name}_ml`` (sum of probabilities x voxel volume), ``brain_ml`` (their sum) and
+    ``{name}_fraction`` (each over ``brain_ml``) of probability maps on one grid."""
+    shapes = {np.shape(m) for m in maps.values()}
+    if len(shapes) != 1:
+        raise DataError(f"probability maps {sorted(maps)} are on different grids {shapes}")
+    voxel_ml = float(np.prod(np.asarray(spacing, dtype=float))) / 1000.0
+    volumes = {name: float(np.sum(m, dtype=np.float64)) * voxel_ml for name, m in maps.items()}
+    brain = sum(volumes.values())
+    if brain <= 0:
+        raise DataError(f"probability maps {sorted(maps)} are all 0; check the files")
+    return {**{f"{n}_ml": v for n, v in volumes.items()}, "brain_ml": brain,
+            **{f"{n}_fraction": v / brain for n, v in volumes.items()}}
+
+
+def soft_volumes_table(items: Sequence[tuple[str, Mapping[str, str]]]) -> pd.DataFrame:
+    """One row per ``(subject, {class: probability-map path})``: ``subject, path,
+    {class}_ml..., brain_ml, {class}_fraction...`` (:func:`soft_volumes`)."""
+    from brain_tf.io import load_volume
+
+    if not items:
+        raise DataError("no probability maps to measure")
+    rows = []
+    for subject, paths in items:
+        maps, spacing = {}, None
+        for name, path in sorted(paths.items()):
+            volume = load_volume(path, dtype=np.float32)
+            maps[name], spacing = np.asarray(volume.array), volume.spacing
+        rows.append({"subject": subject, "path": str(next(iter(sorted(paths.values())))),
+                     **soft_volumes(maps, spacing)})
+    return pd.DataFrame(rows)

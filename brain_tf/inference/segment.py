@@ -1,15 +1,30 @@
 """Whole-scan segmentation as a task configures it: sliding-window probabilities, then
 class indices (softmax argmax, or thresholded sigmoid heads merged into classes), then
-optionally each class's largest connected component."""
+optionally each class's largest connected component. With ``[inference] refine = "em"`` a
+softmax's probabilities on the input's grid are refined on the scan's own intensities
+(:func:`brain_tf.inference.refine.refine`) before the classes are taken."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
+from brain_tf.errors import ConfigError
 from brain_tf.inference.postprocess import largest_components, to_label_map
+from brain_tf.inference.refine import RefineOptions, refine
 from brain_tf.inference.sliding_window import sliding_window_predict
+
+
+@dataclasses.dataclass
+class ScanSegmentation:
+    """A scan's segmentation on its file's grid: class indices, each class's probability
+    map (``probability(k)``, when asked for) and the refinement's QC (when refined)."""
+
+    indices: np.ndarray
+    probability: Callable[[int], np.ndarray] | None = None
+    qc: dict | None = None
 
 
 @dataclasses.dataclass
@@ -30,16 +45,23 @@ class Segmenter:
     threshold: float = 0.5
     merge: str = "argmax"
     largest_component: bool = False
+    foreground_threshold: float | None = None
+    refine: RefineOptions | None = None
 
     @classmethod
     def from_config(cls, config, num_classes: int) -> "Segmenter":
         inf = config.inference
-        return cls(num_classes=num_classes,
-                   activation=config.model.get("output_activation", "softmax"),
+        activation = config.model.get("output_activation", "softmax")
+        options = RefineOptions.from_config(inf)
+        if options is not None and activation != "softmax":
+            raise ConfigError(f"[inference] refine = {inf.refine!r} needs a softmax model; this "
+                              f"one's output is {activation}: set refine = \"none\"")
+        return cls(num_classes=num_classes, activation=activation, refine=options,
                    patch_size=tuple(inf.patch_size) if inf.patch_size else None,
                    overlap=inf.overlap, tta=inf.tta, batch_size=inf.batch_size,
                    threshold=inf.threshold, merge=inf.merge,
-                   largest_component=inf.largest_component)
+                   largest_component=inf.largest_component,
+                   foreground_threshold=inf.foreground_threshold)
 
     def probabilities(self, model, image: np.ndarray, mask=None) -> np.ndarray:
         """Sliding-window probabilities of a preprocessed image; with a brain ``mask`` on
@@ -61,6 +83,10 @@ class Segmenter:
             return to_label_map(probabilities, "sigmoid",
                                 label_values=list(range(1, self.num_classes)),
                                 threshold=self.threshold, merge=self.merge)
+        if self.foreground_threshold is not None:  # the most probable foreground class
+            labels = np.argmax(probabilities[..., 1:], axis=-1).astype(np.uint8) + 1
+            return np.where(1 - probabilities[..., 0] >= self.foreground_threshold, labels,
+                            np.uint8(0))
         return to_label_map(probabilities, "softmax", label_values=list(range(self.num_classes)))
 
     def clean(self, indices: np.ndarray) -> np.ndarray:
@@ -85,3 +111,34 @@ class Segmenter:
         return self.clean(labels_on_grid(
             probabilities, affine, grid, to_labels=self.voxel_labels,
             background_channel=None if self.activation == "sigmoid" else 0))
+
+    def scan_on_input_grid(self, model, image: np.ndarray, affine, grid, scan: np.ndarray,
+                           inside: np.ndarray | None = None, probseg: bool = False,
+                           mask=None) -> ScanSegmentation:
+        """The segmentation of a preprocessed image (on the grid of ``affine``) on the input
+        file's grid, refined on ``scan`` (the input's intensities on that grid, x, y, z[, C])
+        inside ``inside`` (the brain mask on that grid; default: the network's foreground)
+        when the config asks for it; ``probseg`` keeps the probability maps. A brain ``mask``
+        on the preprocessed grid makes the probabilities background outside it."""
+        from brain_tf.io.nifti import spacing_from_affine
+        from brain_tf.preprocess.inverse import probabilities_on_grid
+
+        if self.refine is None and not probseg:
+            return ScanSegmentation(self.on_input_grid(model, image, affine, grid, mask))
+        probabilities = probabilities_on_grid(
+            self.probabilities(model, image, mask), affine, grid,
+            background_channel=None if self.activation == "sigmoid" else 0)
+        if self.refine is None:
+            if inside is not None:
+                probabilities *= inside[..., None]
+                if self.activation == "softmax":
+                    probabilities[..., 0][~inside] = 1.0
+            first = 1 if self.activation == "sigmoid" else 0  # sigmoid: no background output
+            return ScanSegmentation(self.clean(self.voxel_labels(probabilities)),
+                                    lambda k: probabilities[..., k - first])
+        if inside is None:
+            inside = self.voxel_labels(probabilities) > 0
+        result = refine(scan, probabilities, inside, spacing_from_affine(grid.affine),
+                        self.refine)
+        del probabilities
+        return ScanSegmentation(self.clean(result.labels()), result.probability, result.qc)

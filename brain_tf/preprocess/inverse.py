@@ -69,11 +69,11 @@ def _axis_moves(matrix: np.ndarray):
 def _moved_labels(labels: np.ndarray, moves, shape, fill) -> np.ndarray:
     """Labels on the preprocessed grid put on the file's grid by whole-voxel moves."""
     axes, steps, starts = moves
-    moved = labels.transpose(axes)
+    moved = labels.transpose(tuple(axes) + tuple(range(3, labels.ndim)))
     flipped = steps < 0
     if flipped.any():
         moved = np.flip(moved, tuple(np.flatnonzero(flipped)))
-    starts = np.where(flipped, np.asarray(moved.shape) - 1 - starts, starts)
+    starts = np.where(flipped, np.asarray(moved.shape[:3]) - 1 - starts, starts)
     return window(moved, starts, shape, cval=fill)
 
 
@@ -121,7 +121,7 @@ def _resampled_labels(probabilities, matrix, shape, to_labels, background, slab_
                     cval=float(background[c]), prefilter=False)
         labels = to_labels(np.moveaxis(slab, 0, -1))
         if out is None:
-            out = np.empty(tuple(shape), dtype=labels.dtype)
+            out = np.empty(tuple(shape) + labels.shape[3:], dtype=labels.dtype)
         out[x0:x1] = labels
     return out
 
@@ -169,6 +169,16 @@ def labels_on_grid(
     fill = to_labels(background[None, None, None])[0, 0, 0]
     labels = _labels_in_slabs(probabilities, to_labels, slab_voxels)
     return _moved_labels(labels, moves, shape, fill)
+
+
+def probabilities_on_grid(probabilities: np.ndarray, affine: np.ndarray, grid: Grid,
+                          background_channel: int | None = 0,
+                          slab_voxels: int = SLAB_VOXELS) -> np.ndarray:
+    """``probabilities`` (x, y, z, K) on the input file's own grid: (*grid.shape, K)
+    float32, resampled as :func:`labels_on_grid` resamples them before taking labels."""
+    return labels_on_grid(probabilities, affine, grid,
+                          to_labels=lambda p: np.asarray(p, dtype=np.float32),
+                          background_channel=background_channel, slab_voxels=slab_voxels)
 
 
 def restrict_to_mask(labels: np.ndarray, mask: Volume, grid: Grid, background=0) -> np.ndarray:

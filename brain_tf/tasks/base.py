@@ -100,11 +100,11 @@ class Task:
         return runner.evaluate(self, run, root=root)
 
     def predict(self, model, inputs, out, uncertainty: bool = False, masks=None, support=None,
-                skip_existing: bool = False, precision: str | None = None):
+                skip_existing: bool = False, precision: str | None = None, write=()):
         from brain_tf.training import runner
 
         return runner.predict(self, model, inputs, out, uncertainty, masks, support,
-                              skip_existing, precision)
+                              skip_existing, precision, write)
 
 
 TASKS: dict[str, Task] = {}

@@ -19,6 +19,7 @@ input's grid; a computed threshold mask the probabilities on the preprocessed gr
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ from brain_tf.evaluation.summaries import segmentation_lines, segmentation_summa
 from brain_tf.evaluation.volumes import predicted_and_reference, volume_errors
 from brain_tf.inference.cohort import run_cohort
 from brain_tf.inference.segment import Segmenter
+from brain_tf.inference.probseg import probseg_paths, write_probseg
 from brain_tf.io import Volume, load_modalities, load_volume, read_shape, save_volume
+from brain_tf.io.atomic import write_text
 from brain_tf.io.tables import input_name
 from brain_tf.pipeline.datasets import patch_dataset
 from brain_tf.pipeline.sampling import PatchSampler
@@ -209,15 +212,26 @@ class Segmentation(Family):
                                  subject=volume.path or "")
         return volume, mask, pre
 
+    def scan_segmentation(self, ctx, model, prepared, probseg: bool = False):
+        """A prepared scan's :class:`~brain_tf.inference.segment.ScanSegmentation` on its
+        file's grid: refined inside the brain mask when ``[inference] refine`` asks for it;
+        ``probseg`` keeps each class's probability map."""
+        volume, mask, pre = prepared
+        grid = volume.file_grid
+        inside = (None if mask is None else
+                  restrict_to_mask(np.ones(grid.shape, np.uint8), mask, grid) > 0)
+        # no mask given: the one the preprocessing computed bounds the labels
+        computed = pre.mask if mask is None and _uses_mask(ctx.config.preprocess) else None
+        return Segmenter.from_config(ctx.config, len(ctx.learned["labels"])).scan_on_input_grid(
+            model, pre.image, pre.affine, grid, grid.to_file(volume.array), inside, probseg,
+            mask=computed)
+
     def segment_prepared(self, ctx, model, prepared) -> np.ndarray:
         """Class indices of a prepared scan on its file's grid: inside its mask, the given
         one on that grid, or the one the preprocessing computed on its own."""
         volume, mask, pre = prepared
-        grid = volume.file_grid
-        computed = pre.mask if mask is None and _uses_mask(ctx.config.preprocess) else None
-        indices = Segmenter.from_config(ctx.config, len(ctx.learned["labels"])).on_input_grid(
-            model, pre.image, pre.affine, grid, mask=computed)
-        return indices if mask is None else restrict_to_mask(indices, mask, grid)
+        indices = self.scan_segmentation(ctx, model, prepared).indices
+        return indices if mask is None else restrict_to_mask(indices, mask, volume.file_grid)
 
     def segment(self, ctx, model, volume, mask=None) -> np.ndarray:
         """Class indices of a loaded scan on its own grid."""
@@ -228,7 +242,10 @@ class Segmentation(Family):
         preprocessed while one is predicted, and outputs are written behind it
         (:func:`brain_tf.inference.cohort.run_cohort`; ``skip_existing`` continues a
         cohort)."""
-        values, kinds = list(ctx.learned["labels"].values()), ctx.config.inference.write
+        values = list(ctx.learned["labels"].values())
+        kinds = list(dict.fromkeys([*ctx.config.inference.write, *options.write]))
+        names = list(ctx.learned["labels"])
+        refined = ctx.config.inference.refine != "none"
 
         def stem(item):
             return out / input_name(item[0][0])
@@ -238,14 +255,29 @@ class Segmentation(Family):
             mask = load_volume(mask_path, ndim=3) if mask_path else None
             return self.prepare_scan(ctx, load_modalities(paths), mask)
 
+        def segment(prepared):
+            scan = self.scan_segmentation(ctx, model, prepared, probseg="probseg" in kinds)
+            volume, mask = prepared[:2]
+            if mask is not None:
+                scan.indices = restrict_to_mask(scan.indices, mask, volume.file_grid)
+            return volume, scan
+
         def write(item, result):
-            _write_outputs(kinds, result[1], values, result[0], result[0].file_grid, stem(item))
+            volume, scan = result
+            _write_outputs([k for k in kinds if k != "probseg"], scan.indices, values, volume,
+                           volume.file_grid, stem(item))
+            if "probseg" in kinds:
+                write_probseg(scan.probability, names, volume.file_grid, stem(item))
+            if scan.qc is not None:
+                write_text(f"{stem(item)}_qc.json", json.dumps(scan.qc, indent=1) + "\n")
 
         def outputs(item):
-            return [Path(f"{stem(item)}_{kind}.nii.gz") for kind in kinds]
+            paths = [Path(f"{stem(item)}_{kind}.nii.gz") for kind in kinds if kind != "probseg"]
+            if "probseg" in kinds:
+                paths += probseg_paths(names, stem(item))
+            return paths + ([Path(f"{stem(item)}_qc.json")] if refined else [])
 
-        result = run_cohort(items, prepare,
-                            lambda p: (p[0], self.segment_prepared(ctx, model, p)), write,
+        result = run_cohort(items, prepare, segment, write,
                             outputs, skip_existing=options.skip_existing,
                             name=lambda item: item[0][0])
         print(f"{len(result.done)} scans predicted into {out} in {result.seconds:.1f} s"

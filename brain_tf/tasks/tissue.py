@@ -34,7 +34,9 @@ an intensity in each generated image (``PHANTOM_SHARED``), which keeps the contr
 varied as real ones but the task learnable in few steps. At prediction the brain mask is
 ``--mask`` or comes from the brain-extraction model (``preprocess.mask_model``, the shipped
 ``pretrained:brain``). Its fine labels are grouped into background / CSF / GM / WM
-(``PHANTOM_TISSUE``).
+(``PHANTOM_TISSUE``). Its predictions are refined on each scan's own intensities
+(``[inference] refine = "em"``, :mod:`brain_tf.inference.refine`): the network's softmax
+is the spatial prior of a Gaussian mixture per class with a bias field and an MRF.
 """
 
 from brain_tf.tasks.base import Task, register
@@ -103,7 +105,8 @@ SYNTH = {
     "optimizer": {"learning_rate": 1e-3},
     "training": {"epochs": 80, "steps_per_epoch": 30, "batch_size": 1, "patience": 80,
                  "val_patches": 2},
-    "inference": {"patch_size": [80, 80, 80], "overlap": 0.25, "batch_size": 1},
+    "inference": {"patch_size": [80, 80, 80], "overlap": 0.25, "batch_size": 1,
+                  "refine": "em"},
 }
 
 TASK = register(Task(

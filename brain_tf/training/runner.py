@@ -60,6 +60,7 @@ class PredictOptions:
     uncertainty: bool = False
     support: str | None = None
     skip_existing: bool = False  # leave out inputs whose outputs exist (a cohort continued)
+    write: tuple = ()            # segmentation outputs added to [inference] write
 
 
 @dataclasses.dataclass
@@ -344,11 +345,11 @@ def model_run(model_path) -> tuple[RunFolder, Path]:
 
 
 def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None,
-            support=None, skip_existing: bool = False, precision: str | None = None
-            ) -> list[Path]:
+            support=None, skip_existing: bool = False, precision: str | None = None,
+            write=()) -> list[Path]:
     """Predict new files with a trained run, computing in ``precision`` (None: "auto",
-    see :func:`brain_tf.distribute.resolve_precision`). Inputs are checked before the
-    model loads."""
+    see :func:`brain_tf.distribute.resolve_precision`), writing the outputs of ``write``
+    besides the model's own. Inputs are checked before the model loads."""
     from brain_tf.distribute import resolve_precision
 
     precision = resolve_precision(precision, purpose="predict")
@@ -357,7 +358,7 @@ def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None
     ctx = Context(task, config, learned=run.load_learned())
     family = task.family(config.preset)
     options = PredictOptions(masks=masks, uncertainty=uncertainty, support=support,
-                             skip_existing=skip_existing)
+                             skip_existing=skip_existing, write=tuple(write or ()))
     if support is not None and not family.takes_support:
         raise ConfigError(f"{run.path}: --support needs a run of a few-shot preset (siamese); "
                           f"this run's preset is {config.preset!r}")

@@ -1,0 +1,175 @@
+"""The refinement's defaults, chosen on held-out phantoms (never on the MNI template).
+
+    python bench/refine_phantoms.py --phantoms DIR [--model pretrained:tissue]
+                                    [--cache DIR] [--subjects N] [--grid] [--qc]
+
+DIR is a ``brain-tf synth phantoms`` folder the network never saw (e.g. ``--seed 99
+--subjects 6 --spacing 1.5``). Every subject's T1w, T2w, PDw and FLAIR scans are used as
+they are and degraded with the template's fixed transforms
+(:mod:`brain_tf.evaluation.mni`: a bias field, Rician noise, 5 mm slices; one per subject
+in turn). Each case goes through the predict path (the brain mask from the model's
+``preprocess.mask_model``, the network, its probabilities on the scan's grid); the
+network's output is cached, then refined with each setting. Printed: mean Dice of CSF,
+GM and WM per contrast and overall for the network alone and each setting (``--grid``:
+prior weight, components, bias order, MRF strength, iterations around the defaults), and
+with ``--qc`` the range of the QC values at the defaults (what
+:data:`brain_tf.inference.refine_qc.QC_RANGES` holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from brain_tf.evaluation import dice
+from brain_tf.evaluation.mni import Reference, bias_field, noise, thick_slices
+from brain_tf.inference.refine import RefineOptions, refine
+from brain_tf.io import load_volume
+
+CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
+DEGRADE = {"bias": bias_field, "noise": noise, "thick_5mm": lambda r: thick_slices(r, 5.0)}
+
+
+def _cases(folder: Path, subjects: int | None = None):
+    masks = sorted((folder / "masks").glob("sub-*_brain_mask.nii.gz"))[:subjects]
+    for k, mask_path in enumerate(masks):
+        subject = mask_path.name.split("_")[0]
+        brain = np.asarray(load_volume(mask_path, dtype=None).array) > 0
+        tissue = np.asarray(load_volume(folder / "segs" / f"{subject}_seg.nii.gz",
+                                        dtype=None).array).astype(np.uint8)
+        name, degrade = list(DEGRADE.items())[k % len(DEGRADE)]
+        for contrast in CONTRASTS:
+            image = load_volume(folder / "images" / f"{subject}_{contrast}.nii.gz")
+            image = dataclasses.replace(image, source=None)
+            ref = Reference(image, tissue, brain)
+            yield f"{subject}_{contrast}", contrast, ref
+            yield f"{subject}_{contrast}_{name}", contrast, degrade(ref)
+
+
+def _network(model: str):
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import Context, model_run
+
+    task = TASKS["tissue-segmentation"]
+    run, path = model_run(model)
+    config = task.load_config(run)
+    ctx = Context(task, config, learned=run.load_learned())
+    family = task.family(config.preset)
+    return ctx, family, family.load_predictor(ctx, path)
+
+
+def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -> list[dict]:
+    """Per case: the scan, the network's probabilities and the brain mask on its grid,
+    the reference tissue (cropped to the mask's box); computed once into ``cache``."""
+    from brain_tf.inference.segment import Segmenter
+    from brain_tf.preprocess.inverse import probabilities_on_grid, restrict_to_mask
+
+    cache.mkdir(parents=True, exist_ok=True)
+    net = None
+    cases = []
+    for name, contrast, ref in _cases(folder, subjects):
+        path = cache / f"{name}.npz"
+        if not path.exists():
+            if net is None:
+                net = _network(model)
+            ctx, family, predictor = net
+            volume, mask, pre = family.prepare_scan(ctx, ref.image)
+            grid = volume.file_grid
+            segmenter = Segmenter.from_config(ctx.config, len(ctx.learned["labels"]))
+            probs = probabilities_on_grid(segmenter.probabilities(predictor, pre.image),
+                                          pre.affine, grid)
+            inside = restrict_to_mask(np.ones(grid.shape, np.uint8), mask, grid) > 0
+            box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(inside | ref.brain))
+            np.savez(path, scan=grid.to_file(volume.array)[box], probs=probs[box].astype(
+                np.float16), inside=inside[box], tissue=ref.tissue[box], brain=ref.brain[box],
+                spacing=np.asarray(volume.spacing))
+        data = dict(np.load(path))
+        data.update(name=name, contrast=contrast)
+        cases.append(data)
+    return cases
+
+
+def scores(labels, tissue) -> np.ndarray:
+    return np.array([dice(labels == c, tissue == c) for c in (1, 2, 3)])
+
+
+def evaluate(cases, options: RefineOptions | None) -> tuple[dict, float, list]:
+    """Mean Dice per contrast (and 'all'), seconds per case, QC dicts."""
+    per: dict[str, list] = {}
+    qcs, seconds = [], 0.0
+    for case in cases:
+        probs = case["probs"].astype(np.float32)
+        if options is None:
+            labels = np.argmax(probs, axis=-1) * case["inside"]
+        else:
+            start = time.perf_counter()
+            result = refine(case["scan"], probs, case["inside"], case["spacing"], options)
+            seconds += time.perf_counter() - start
+            labels = result.labels()
+            qcs.append(result.qc)
+        s = scores(labels, case["tissue"])
+        per.setdefault(case["contrast"], []).append(s)
+        per.setdefault("all", []).append(s)
+    return {k: np.mean(v, axis=0) for k, v in per.items()}, seconds / len(cases), qcs
+
+
+def _line(label: str, table: dict, seconds: float) -> str:
+    cells = " ".join(f"{table[c][1]:.3f}/{table[c][2]:.3f}" for c in CONTRASTS)
+    a = table["all"]
+    return (f"  {label:<34} {cells}  all {a[0]:.3f}/{a[1]:.3f}/{a[2]:.3f}  {seconds:5.2f} s")
+
+
+def grid_settings():
+    base = RefineOptions()
+    yield "defaults", base
+    for w in (0.25, 0.75, 1.0):
+        yield f"prior_weight {w}", dataclasses.replace(base, prior_weight=w)
+    for g in (2, 3):
+        yield f"components {g}", dataclasses.replace(base, components=g)
+    for b in (0, 1, 3):
+        yield f"bias_order {b}", dataclasses.replace(base, bias_order=b)
+    for m in (0.0, 0.2, 0.4):
+        yield f"mrf {m}", dataclasses.replace(base, mrf=m)
+    for i in (15, 50):
+        yield f"iterations {i}", dataclasses.replace(base, iterations=i)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phantoms", required=True, help="held-out phantoms folder")
+    parser.add_argument("--model", default="pretrained:tissue")
+    parser.add_argument("--cache", help="keep the network's outputs here (default DIR/.refine)")
+    parser.add_argument("--subjects", type=int, help="only the first N subjects")
+    parser.add_argument("--grid", action="store_true", help="settings around the defaults")
+    parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")
+    parser.add_argument("--part", default="1/1", help="I/N: only the I-th of N shares of the "
+                        "grid's settings (run the shares side by side)")
+    args = parser.parse_args()
+    folder = Path(args.phantoms)
+    part, parts = (int(v) for v in args.part.split("/"))
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    cases = cached(args.model, folder, Path(args.cache or folder / ".refine"), args.subjects)
+    print(f"{len(cases)} held-out cases from {folder}; mean Dice GM/WM per contrast "
+          f"({', '.join(CONTRASTS)}), then CSF/GM/WM over all, seconds per refinement")
+    if part == 1:
+        table, _, _ = evaluate(cases, None)
+        print(_line("network alone", table, 0.0), flush=True)
+    settings = list(grid_settings()) if args.grid else [("defaults", RefineOptions())]
+    for label, options in settings[part - 1::parts]:
+        table, seconds, qcs = evaluate(cases, options)
+        print(_line(label, table, seconds), flush=True)
+        if args.qc and label == "defaults":
+            for key in ("separation", "max_separation", "changed", "mean_entropy"):
+                values = [q[key] for q in qcs]
+                print(f"    QC {key}: min {min(values):.3f}, max {max(values):.3f}")
+            print(f"    flagged: {sum(q['flag'] for q in qcs)} of {len(qcs)}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Per-scan refinement of a softmax segmentation (brain_tf.inference.refine): the EM's
+estimates on hand-made volumes, contrast independence, probability maps on the input's
+grid through predict, soft volumes and the QC flag."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.ndimage as ndi
+
+from brain_tf.cli import main
+from brain_tf.data.synthetic.subject import make_subject
+from brain_tf.evaluation.volumes import soft_volumes_table
+from brain_tf.inference.refine import RefineOptions, refine
+from brain_tf.inference.refine_em import fit, polynomial_basis
+from brain_tf.io import save_volume
+
+MEANS, SDS = (0.3, 0.6, 0.9), (0.03, 0.04, 0.05)
+
+
+def _shells(n=32, seed=0):
+    """Three classes in shells (3 at the centre, 2 around it, 1 outside), Gaussian
+    intensities of MEANS / SDS, a prior that gives the true class 0.7 and the others 0.15
+    (an unsure network)."""
+    rng = np.random.default_rng(seed)
+    u = (np.indices((n, n, n)) - (n - 1) / 2) / ((n - 1) / 2)
+    radius = np.sqrt((u**2).sum(axis=0))
+    labels = np.where(radius < 0.5, 3, np.where(radius < 0.8, 2, 1)).astype(np.uint8)
+    image = np.zeros(labels.shape, np.float32)
+    for k, (m, s) in enumerate(zip(MEANS, SDS), start=1):
+        image[labels == k] = rng.normal(m, s, int((labels == k).sum()))
+    prior = np.full(labels.shape + (4,), 0.15, np.float32)
+    prior[..., 0] = 0
+    for k in (1, 2, 3):
+        prior[..., k][labels == k] = 0.7
+    return labels, image, prior
+
+
+def test_em_recovers_means_variances_and_a_bias_field():
+    n = 32
+    labels, image, prior = _shells(n)
+    u = (np.indices((n, n, n)) - (n - 1) / 2) / ((n - 1) / 2)   # -1..1 along each axis
+    log_field = 0.15 * u[2] - 0.10 * u[1]                       # linear: order 1 holds it
+    observed = image * np.exp(log_field)
+    points = np.argwhere(np.ones((n, n, n), bool)).astype(float)
+    basis, _ = polynomial_basis(points, 1, np.full(3, (n - 1) / 2), np.full(3, (n - 1) / 2))
+    mixture, coefficients, q, _ = fit(observed.reshape(-1, 1), prior.reshape(-1, 4)[:, 1:],
+                                      basis, weight=0.5, components=1, iterations=60)
+    np.testing.assert_allclose(mixture.means[:, 0, 0], MEANS, rtol=0.02)
+    np.testing.assert_allclose(np.sqrt(mixture.covariances[:, 0, 0, 0]), SDS, rtol=0.06)
+    recovered = (basis @ coefficients)[:, 0]                    # log of the correction
+    assert np.abs(recovered + log_field.ravel()).max() < 0.01
+    assert np.mean(np.argmax(q, axis=1) + 1 == labels.ravel()) > 0.999
+    # through refine(): the same labels, and the fitted means in units of the 99th percentile
+    result = refine(observed, prior, np.ones((n, n, n), bool), (1.0, 1.0, 1.0),
+                    RefineOptions(bias_order=1, mrf=0.0, iterations=60))
+    assert np.mean(result.labels() == labels) > 0.999
+    scale = np.percentile(observed, 99)
+    np.testing.assert_allclose(np.ravel(result.qc["class_means"]), np.array(MEANS) / scale,
+                               rtol=0.02)
+    assert result.qc["flag"] is False
+
+
+def _phantom():
+    s = make_subject(np.random.default_rng(5), shape=(40, 48, 40), spacing=4.0,
+                     modalities=("T1",), head=False)
+    inside = s.tissue > 0
+    onehot = np.eye(4, dtype=np.float32)[s.tissue]
+    prior = ndi.gaussian_filter(onehot, (1, 1, 1, 0)) + 0.2     # a blurred, unsure network
+    prior[..., 0] = 0
+    prior /= prior.sum(axis=-1, keepdims=True)
+    return np.asarray(s.images["T1"], np.float32), s.tissue, inside, prior
+
+
+def test_a_contrast_inverted_phantom_gets_the_same_labels():
+    """The prior, not an intensity order, says which Gaussian is which class. (Without a
+    bias field: the phantom's own field is multiplicative, its inverted copy's is not.)"""
+    image, tissue, inside, prior = _phantom()
+    inverted = np.where(inside, image[inside].max() + image[inside].min() - image, 0)
+    flat = RefineOptions(bias_order=0, mrf=0.1)
+    labels = refine(image, prior, inside, (4.0, 4.0, 4.0), flat).labels()
+    labels_inv = refine(inverted, prior, inside, (4.0, 4.0, 4.0), flat).labels()
+    assert np.mean(labels[inside] == labels_inv[inside]) > 0.99
+
+    def dice(a, k):
+        return 2 * ((a == k) & (tissue == k)).sum() / ((a == k).sum() + (tissue == k).sum())
+
+    network = np.argmax(prior, axis=-1)
+    for scan in (image, inverted):  # with the field (defaults): both improve on the network
+        refined = refine(scan, prior, inside, (4.0, 4.0, 4.0)).labels()
+        for k in (1, 2, 3):
+            assert dice(refined, k) > dice(network, k) + 0.05, k
+
+
+def test_qc_flags_intensities_that_contradict_the_prior():
+    image, tissue, inside, prior = _phantom()
+    good = refine(image, prior, inside, (4.0, 4.0, 4.0))
+    assert good.qc["flag"] is False, good.qc
+    noise = np.random.default_rng(0).uniform(0.2, 1.0, image.shape).astype(np.float32)
+    bad = refine(noise, prior, inside, (4.0, 4.0, 4.0))
+    assert bad.qc["flag"] is True and "max_separation" in bad.qc["outside_range"], bad.qc
+
+
+def test_soft_volumes_are_sums_of_probabilities(tmp_path):
+    affine = np.diag([2.0, 1.0, 3.0, 1.0])               # 6 mm^3 = 0.006 ml per voxel
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(3), size=(4, 5, 6)).astype(np.float32)
+    p[0] = 0                                            # a slab outside the brain
+    for k, name in enumerate(("CSF", "GM", "WM")):
+        save_volume(p[..., k], tmp_path / f"sub-1_T1w_label-{name}_probseg.nii.gz",
+                    affine=affine, dtype=np.float32)
+    save_volume(np.argmax(p, -1).astype(np.uint8) + 1, tmp_path / "sub-1_T1w_seg.nii.gz",
+                affine=affine)
+    out = tmp_path / "soft.csv"
+    assert main(["tissue-volumes", str(tmp_path / "sub-1_T1w_seg.nii.gz"), "--probseg",
+                 "--out", str(out)]) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["subject"] == "sub-1_T1w"
+    sums = p.reshape(-1, 3).astype(np.float64).sum(axis=0) * 0.006
+    assert (row["csf_ml"], row["gm_ml"], row["wm_ml"]) == pytest.approx(tuple(sums), rel=1e-5)
+    assert row["brain_ml"] == pytest.approx(4 * 5 * 6 * 0.006 * 3 / 4, rel=1e-5)
+    assert row["gm_fraction"] == pytest.approx(sums[1] / sums.sum(), rel=1e-5)
+    # the maps given directly measure the same
+    table = soft_volumes_table([("s", {n.lower(): str(tmp_path / f"sub-1_T1w_label-{n}_probseg"
+                                                       ".nii.gz") for n in ("CSF", "GM", "WM")})])
+    assert table.loc[0, "wm_ml"] == pytest.approx(sums[2], rel=1e-5)
+
+
+def test_refined_predict_writes_probability_maps_on_the_input_grid(tmp_path):
+    """pretrained:tissue (refine = "em") on a small phantom stored LAS with its mask."""
+    s = make_subject(np.random.default_rng(3), shape=(48, 56, 48), spacing=3.0,
+                     modalities=("T1",), head=False)
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = (s.tissue.shape[0] - 1)
+    affine = s.affine @ flip                             # LAS: the x axis stored reversed
+    scan = save_volume(s.images["T1"][::-1].astype(np.float32), tmp_path / "sub-1_T1w.nii.gz",
+                       affine=affine)
+    mask = save_volume((s.tissue[::-1] > 0).astype(np.uint8), tmp_path / "mask.nii.gz",
+                       affine=affine)
+    out = tmp_path / "out"
+    assert main(["tissue-segmentation", "predict", "--model", "pretrained:tissue", str(scan),
+                 "--mask", str(mask), "--out", str(out), "--write", "probseg"]) == 0
+    inside = s.tissue[::-1] > 0
+    maps = []
+    for name in ("CSF", "GM", "WM"):
+        img = nib.load(str(out / f"sub-1_T1w_label-{name}_probseg.nii.gz"))
+        assert img.shape == inside.shape
+        np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+        maps.append(np.asarray(img.dataobj, np.float32))
+    total = np.sum(maps, axis=0)
+    np.testing.assert_allclose(total[inside], 1.0, atol=1e-4)
+    assert np.all(total[~inside] == 0)
+    seg = np.asarray(nib.load(str(out / "sub-1_T1w_seg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(seg[inside], np.argmax(maps, axis=0)[inside] + 1)
+    qc = json.loads((out / "sub-1_T1w_qc.json").read_text())
+    assert len(qc["class_means"]) == 3 and 0 <= qc["changed"] <= 1 and "flag" in qc
+    # soft volumes of those maps, detected by name
+    assert main(["tissue-volumes", *(str(p) for p in sorted(out.glob("*_probseg.nii.gz"))),
+                 "--out", str(tmp_path / "v.csv")]) == 0
+    row = pd.read_csv(tmp_path / "v.csv").iloc[0]
+    assert row["brain_ml"] == pytest.approx(inside.sum() * 27 / 1000, rel=1e-3)

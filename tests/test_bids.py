@@ -199,7 +199,7 @@ def test_group_gathers_the_subject_tables(twin, app_run):
                          ignore_index=True)
     assert len(table) == 4
     for column in ("participant_id", "session_id", "source", "gm_ml", "wm_fraction",
-                   "qc_entropy", "age", "sex"):
+                   "qc_mean_entropy", "qc_changed", "qc_flag", "age", "sex"):
         assert table[column].tolist() == subjects[column].tolist(), column
     sidecar = json.loads((out / "volumes.json").read_text())
     assert sidecar["gm_ml"]["Units"] == "ml"

@@ -46,9 +46,14 @@ COLUMNS = {
                                          "inside the brain mask times the voxel volume",
                            "Units": "ml"} for c in TISSUE_CLASSES},
     **{f"{c.lower()}_fraction": f"{c} volume / (CSF + GM + WM)" for c in TISSUE_CLASSES},
-    "qc_entropy": "mean normalised entropy of the tissue probabilities inside the brain "
-                  "(0 certain, 1 uniform)",
-    "qc_flag": "the tissue prediction's own QC flag",
+    "qc_mean_entropy": "mean entropy of the CSF/GM/WM probabilities inside the brain, "
+                       "divided by log 3 (0 certain, 1 undecided)",
+    "qc_separation": "smallest distance between two tissue classes' fitted mean intensities "
+                     "in pooled standard deviations",
+    "qc_max_separation": "largest such distance",
+    "qc_changed": "share of brain voxels whose label the per-scan refinement changed",
+    "qc_flag": "the tissue prediction's own QC flag: a value outside the range seen on "
+               "held-out phantoms (named in qc_outside_range)",
 }
 
 

@@ -100,8 +100,10 @@ def brain_mask_on_grid(brain: Loaded, volume: Volume) -> np.ndarray:
 
 
 def _entropy(probabilities: np.ndarray, inside: np.ndarray) -> float:
-    """Mean normalised entropy (0: certain, 1: uniform) of voxels inside the mask."""
-    p = np.clip(probabilities[inside], 1e-7, 1.0)
+    """Mean normalised entropy (0: certain, 1: uniform) of the classes' probabilities
+    (renormalised to sum 1) of voxels inside the mask."""
+    p = probabilities[inside]
+    p = np.clip(p / np.maximum(p.sum(axis=-1, keepdims=True), 1e-12), 1e-7, 1.0)
     return float((-(p * np.log(p)).sum(axis=-1) / np.log(p.shape[-1])).mean())
 
 
@@ -129,9 +131,14 @@ def predict_tissue(brain: Loaded, tissue: Loaded, volume: Volume) -> TissueResul
     probabilities = {c: np.where(inside, scan.probability(k + 1), 0).astype(np.float32)
                      for k, c in enumerate(TISSUE_CLASSES)}
     qc = dict(scan.qc) if scan.qc else {}
-    if "mean_entropy" not in qc and inside.any():
-        stacked = np.stack([scan.probability(k) for k in range(len(names))], axis=-1)
-        qc["entropy"] = _entropy(stacked, inside)
+    for key in ("class_means", "class_sd"):  # per class (one value each for one channel)
+        if key in qc and len(qc[key]) == len(TISSUE_CLASSES):
+            qc[key] = {c: v[0] if len(v) == 1 else v for c, v in zip(TISSUE_CLASSES, qc[key])}
+    if "outside_range" in qc:
+        qc["outside_range"] = " ".join(qc["outside_range"])
+    if "mean_entropy" not in qc and inside.any():  # not refined: the network's own
+        stacked = np.stack([probabilities[c] for c in TISSUE_CLASSES], axis=-1)
+        qc["mean_entropy"] = _entropy(stacked, inside)
     return TissueResult(prepared[0], mask, labels, probabilities, qc)
 
 

@@ -3,7 +3,6 @@ the chief's run folder and the command-line flags."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from types import SimpleNamespace
 
 import keras
 import pytest
+from conftest import free_ports
 
 from brain_tf.cli import build_parser
 from brain_tf.distribute import get_strategy, is_chief, precision_policy
@@ -91,14 +91,6 @@ def test_two_replicas_give_the_weights_of_one(tmp_path):
     assert (tmp_path / "fit" / "history.csv").exists()
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 TINY = """
@@ -130,7 +122,7 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
 
     spec = synthesize("msd_brats", tmp_path / "data", subjects=3, seed=2, shape=(16, 16, 8))
     (tmp_path / "tiny.toml").write_text(TINY)
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     workers = []
     for i in range(2):

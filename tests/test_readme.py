@@ -37,7 +37,6 @@ import re
 import resource
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_ports
 
 from brain_tf.config import dumps_toml, load_toml, tomllib
 from brain_tf.data import load_spec
@@ -154,14 +154,6 @@ TOML_BLOCKS = [b for b in BLOCKS if not is_commands(b) and toml_example(b)]
 
 
 # ------------------------------------------------------------------ the workspace
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _children_cpu() -> float:
@@ -455,7 +447,7 @@ class BlockRun:
         chief (worker 0) in the block's folder, each other worker in a folder of its own
         (another machine: the same data) that must hold nothing of the run afterwards."""
         count = len(json.loads(self.env["TF_CONFIG"])["cluster"]["worker"])
-        cluster = {"worker": [f"localhost:{p}" for p in _free_ports(count)]}
+        cluster = {"worker": [f"localhost:{p}" for p in free_ports(count)]}
 
         def env(index):
             return {**self.env, "TF_CONFIG": json.dumps(

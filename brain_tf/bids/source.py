@@ -162,32 +162,30 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _id_table(path: Path, id_column: str, prefix: str, name: str) -> pd.DataFrame:
+    """A BIDS TSV table whose ``id_column`` (``sub-01``) becomes ``name`` (``01``) in
+    front of its other columns, typed."""
+    table = _read_tsv(path)
+    if id_column not in table:
+        raise SpecError(f"{path}: no {id_column} column (has {list(table.columns)})")
+    ids = table.pop(id_column).str.replace(f"^{prefix}", "", regex=True)
+    table = _typed(table)
+    table.insert(0, name, ids)
+    return table
+
+
 def participants_table(root: Path) -> pd.DataFrame:
     """participants.tsv with ``subject`` (the label without ``sub-``); empty when absent."""
     path = root / "participants.tsv"
     if not path.is_file():
         return pd.DataFrame({"subject": pd.Series(dtype=str)})
-    table = _read_tsv(path)
-    if "participant_id" not in table:
-        raise SpecError(f"{path}: no participant_id column (has {list(table.columns)})")
-    subject = table.pop("participant_id").str.replace("^sub-", "", regex=True)
-    table = _typed(table)
-    table.insert(0, "subject", subject)
-    return table
+    return _id_table(path, "participant_id", "sub-", "subject")
 
 
 def sessions_table(root: Path, subject: str) -> pd.DataFrame | None:
     """``sub-X/sub-X_sessions.tsv`` with ``session`` (label without ``ses-``), or None."""
     path = root / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"
-    if not path.is_file():
-        return None
-    table = _read_tsv(path)
-    if "session_id" not in table:
-        raise SpecError(f"{path}: no session_id column (has {list(table.columns)})")
-    session = table.pop("session_id").str.replace("^ses-", "", regex=True)
-    table = _typed(table)
-    table.insert(0, "session", session)
-    return table
+    return _id_table(path, "session_id", "ses-", "session") if path.is_file() else None
 
 
 def _matches(file: BidsFile, filters: dict) -> bool:

@@ -31,6 +31,7 @@ Nothing is fitted to the template: it is the yardstick.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -40,6 +41,7 @@ import numpy as np
 
 from brain_tf.evaluation import dice
 from brain_tf.evaluation.mni import CONTRASTS, VARIANTS, contrast, mni_reference
+from brain_tf.inference.refine import RefineOptions
 from brain_tf.io import load_volume, save_volume
 from brain_tf.tasks import TASKS
 
@@ -98,17 +100,23 @@ def _network(model: str):
     return ctx, family, family.load_predictor(ctx, path)
 
 
-def tissue(model: str, ref, work: Path, variants: bool) -> None:
+def tissue(model: str, ref, work: Path, variants: bool, reference_mask: bool = False,
+           overrides: dict | None = None) -> None:
     """Per case, one pass of the predict path split into its stages: brain extraction and
     preprocessing, the network (its probabilities on the scan's grid: the network alone
     is their argmax inside the mask), the refinement; then Atropos in the same mask. The
-    T1 is also predicted whole by the command (``TASKS[...].predict``), timed end to end."""
+    T1 is also predicted whole by the command (``TASKS[...].predict``), timed end to end.
+    ``reference_mask``: every method works inside the reference's brain (T1 > 0.2) instead
+    of the brain model's mask, which tells the mask's errors from the tissue methods'.
+    ``overrides`` replace refinement options (``bias_order=0``) for a diagnosis: the
+    defaults are chosen on held-out phantoms, never here."""
     from brain_tf.inference.refine import RefineOptions, refine
     from brain_tf.inference.segment import Segmenter
     from brain_tf.preprocess.inverse import probabilities_on_grid, restrict_to_mask
 
     ctx, family, net = _network(model)
     options = RefineOptions.from_config(ctx.config.inference) or RefineOptions()
+    options = dataclasses.replace(options, **(overrides or {}))
     print(f"\ntissue segmentation on the MNI template ({model}, refinement {options}):")
     print("  Dice CSF / GM / WM; seconds: brain mask + network, refinement, Atropos")
     print(f"  {'case':<14} {'network alone':>20} {'refined':>20} {'ANTs Atropos':>20} "
@@ -120,6 +128,8 @@ def tissue(model: str, ref, work: Path, variants: bool) -> None:
         segmenter = Segmenter.from_config(ctx.config, len(ctx.learned["labels"]))
         probs = probabilities_on_grid(segmenter.probabilities(net, pre.image), pre.affine, grid)
         inside = restrict_to_mask(np.ones(grid.shape, np.uint8), mask, grid) > 0
+        if reference_mask:
+            inside = np.asarray(case.brain, bool)
         network = np.where(inside, np.argmax(probs, axis=-1), 0)
         seconds = [time.perf_counter() - start]
         start = time.perf_counter()
@@ -137,7 +147,7 @@ def tissue(model: str, ref, work: Path, variants: bool) -> None:
         print(f"  {name:<14} " + " ".join(f"{c:>20}" for c in cells)
               + f" {seconds[0]:11.1f} {seconds[1]:6.1f} {ants_seconds:5.1f} "
               f"{os.getloadavg()[0]:5.1f}", flush=True)
-        if name == "T1":
+        if name == "T1" and not (reference_mask or overrides):
             labels, whole = _predict("tissue-segmentation", model, case, work, name)
             scores = " / ".join(f"{dice(labels == c, case.tissue == c):.3f}" for c in (1, 2, 3))
             print(f"  T1 by 'tissue-segmentation predict' (brain extraction, network, "
@@ -184,7 +194,14 @@ def main() -> None:
     parser.add_argument("--phantoms", help="held-out 'brain-tf synth phantoms' folder "
                         "(with --brain)")
     parser.add_argument("--out", help="keep the predictions here (default: a temporary folder)")
+    parser.add_argument("--reference-mask", action="store_true",
+                        help="tissue methods inside the reference brain (T1 > 0.2), not the "
+                             "brain model's mask")
+    parser.add_argument("--refine-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="replace a refinement option for a diagnosis (bias_order=0)")
     args = parser.parse_args()
+    overrides = {k: type(getattr(RefineOptions(), k))(v) for k, v in
+                 (o.split("=", 1) for o in args.refine_option)}
     if not (args.tissue or args.brain):
         parser.error("give --tissue and/or --brain")
     print(f"load average {os.getloadavg()[0]:.2f}")
@@ -194,7 +211,7 @@ def main() -> None:
         work = Path(args.out or tmp)
         work.mkdir(parents=True, exist_ok=True)
         if args.tissue:
-            tissue(args.tissue, ref, work, args.variants)
+            tissue(args.tissue, ref, work, args.variants, args.reference_mask, overrides)
         if args.brain:
             brain(args.brain, ref, work, args.variants)
             if args.phantoms:

@@ -46,6 +46,30 @@ def main() -> None:
             print(f"  {sub}: {float(seconds):.1f} s")
         print(f"participant level {participant:.1f} s (model loading included), "
               f"group level {group:.1f} s; load average {os.getloadavg()}")
+        _accuracy(twin, out)
+
+
+def _accuracy(twin: Path, out: Path) -> None:
+    """Mask Dice and CSF / GM / WM Dice of every image against the twin's truth."""
+    import numpy as np
+
+    from brain_tf.evaluation import dice
+    from brain_tf.io import load_volume
+
+    def read(path):
+        return np.asarray(load_volume(path, dtype=None).array)
+
+    print("against the twin's truth: brain-mask Dice; tissue Dice CSF / GM / WM")
+    for seg in sorted(out.glob("sub-*/**/*_dseg.nii.gz")):
+        if "_desc-" in seg.name:
+            continue
+        truth = twin / "derivatives" / "phantoms" / seg.relative_to(out)
+        mask = seg.with_name(seg.name.replace("_dseg", "_desc-brain_mask"))
+        true_mask = truth.with_name(truth.name.replace("_dseg", "_desc-brain_mask"))
+        labels, true_labels = read(seg), read(truth)
+        tissue = " / ".join(f"{dice(labels == c, true_labels == c):.3f}" for c in (1, 2, 3))
+        print(f"  {seg.name.removesuffix('_dseg.nii.gz')}: mask "
+              f"{dice(read(mask) > 0, read(true_mask) > 0):.3f}; tissue {tissue}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brain_tf.config import dumps_toml, load_toml
+from brain_tf.config import dumps_toml
 from brain_tf.data.patterns import Pattern
 from brain_tf.errors import SpecError
 from brain_tf.io.atomic import write_text

@@ -256,6 +256,7 @@ class Training(Section):
     jit_compile: bool = False            # XLA (slow for 3D convolutions on CPUs)
     deterministic: bool = True           # deterministic TensorFlow ops (same run, same numbers)
     tensorboard: bool = False            # TensorBoard logs in the run's tensorboard/
+    init_weights: str | None = None      # start from a trained model of the same network
     verbose: int | None = None           # None: a progress bar on a terminal, else one line
 
     @classmethod
@@ -310,6 +311,7 @@ class Inference(Section):
     refine_prior_weight: float = 0.5     # the network's softmax to this power is the prior
     refine_components: int = 1           # Gaussians per class
     refine_bias_order: int = 3           # polynomial degree of the log bias field (0: none)
+    refine_bias_smoothness: float = 0.1  # bending-energy penalty of the bias field (0: none)
     refine_mrf: float = 0.1              # mean-field MRF strength (0: none)
     refine_iterations: int = 30          # EM iterations (at most)
 
@@ -324,6 +326,7 @@ class Inference(Section):
         self.choice(where, "refine", ("none", "em"))
         self.positive(where, "refine_components", "refine_iterations")
         self.positive(where, "refine_prior_weight", "refine_bias_order", "refine_mrf",
+                      "refine_bias_smoothness",
                       allow_zero=True)
         self.positive(where, "gradcam_slices", "overlay_slices", allow_zero=True)
         self.choice(where, "merge", ("argmax", "nested"))

@@ -161,3 +161,58 @@ def test_refined_predict_writes_probability_maps_on_the_input_grid(tmp_path):
                  "--out", str(tmp_path / "v.csv")]) == 0
     row = pd.read_csv(tmp_path / "v.csv").iloc[0]
     assert row["brain_ml"] == pytest.approx(inside.sum() * 27 / 1000, rel=1e-3)
+
+
+def test_bending_energy_of_hand_computed_fields():
+    """c @ R @ c is the mean of the squared second derivatives: u_x^2 has d2/dx2 = 2
+    (energy 4), u_x u_y has d2/dxdy = d2/dydx = 1 (energy 2), u_x^3 has 6 u_x (energy 36
+    mean(u_x^2)); linear fields cost nothing."""
+    from brain_tf.inference.refine_em import bending_energy
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (500, 3))
+    r = bending_energy(points, 3, np.zeros(3), np.ones(3))
+    powers = [p for p in __import__("itertools").product(range(4), repeat=3) if 0 < sum(p) <= 3]
+
+    def field(**terms):
+        c = np.zeros(len(powers))
+        for key, value in terms.items():
+            c[powers.index(tuple(int(v) for v in key[1:]))] = value
+        return c
+
+    assert field(p100=1, p010=-2, p001=3) @ r @ field(p100=1, p010=-2, p001=3) == 0
+    np.testing.assert_allclose(field(p200=1) @ r @ field(p200=1), 4)
+    np.testing.assert_allclose(field(p110=1) @ r @ field(p110=1), 2)
+    np.testing.assert_allclose(field(p300=1) @ r @ field(p300=1),
+                               36 * np.mean(points[:, 0] ** 2))
+    np.testing.assert_allclose(field(p200=1, p020=1) @ r @ field(p200=1, p020=1), 8)
+    # half-widths scale the coordinates: u = x / 2 halves each derivative's step
+    r2 = bending_energy(2 * points, 3, np.zeros(3), np.full(3, 2.0))
+    np.testing.assert_allclose(r2, r, atol=1e-12)
+
+
+def test_a_smooth_bias_prior_keeps_linear_fields_and_damps_curved_ones():
+    from brain_tf.inference.refine_em import bending_energy
+    n = 32
+    labels, image, prior = _shells(n)
+    u = (np.indices((n, n, n)) - (n - 1) / 2) / ((n - 1) / 2)
+    points = np.argwhere(np.ones((n, n, n), bool)).astype(float)
+    centre = half = np.full(3, (n - 1) / 2)
+    basis, _ = polynomial_basis(points, 2, centre, half)
+    energy = bending_energy(points, 2, centre, half)
+    x2 = [p for p in __import__("itertools").product(range(3), repeat=3)
+          if 0 < sum(p) <= 2].index((2, 0, 0))
+
+    def correction(log_field, smoothness):
+        observed = (image * np.exp(log_field)).reshape(-1, 1)
+        _, coefficients, q, _ = fit(observed, prior.reshape(-1, 4)[:, 1:], basis, 0.5, 1, 60,
+                                    penalty=smoothness * energy)
+        assert np.mean(np.argmax(q, axis=1) + 1 == labels.ravel()) > 0.99
+        return coefficients[:, 0]
+
+    linear = 0.15 * u[2] - 0.10 * u[1]
+    for smoothness in (0.0, 100.0):   # a linear field costs nothing: recovered either way
+        assert np.abs(basis @ correction(linear, smoothness) + linear.ravel()).max() < 0.02
+    curved = 0.2 * u[0] ** 2          # curvature: recovered freely, damped by the prior
+    free = correction(curved, 0.0)
+    assert np.abs(basis @ free + (curved - curved.mean()).ravel()).max() < 0.02
+    assert abs(correction(curved, 100.0)[x2]) < 0.25 * abs(free[x2])

@@ -20,8 +20,8 @@ import dataclasses
 import numpy as np
 
 from brain_tf.errors import ConfigError, DataError
-from brain_tf.inference.refine_em import (Neighbours, fit, polynomial_basis, posteriors,
-                                          tempered_log_prior)
+from brain_tf.inference.refine_em import (Neighbours, bending_energy, fit, polynomial_basis,
+                                          posteriors, tempered_log_prior)
 from brain_tf.inference.refine_qc import scan_qc
 from brain_tf.schema import Inference
 
@@ -42,6 +42,7 @@ class RefineOptions:
     prior_weight: float = _DEFAULT.refine_prior_weight
     components: int = _DEFAULT.refine_components
     bias_order: int = _DEFAULT.refine_bias_order
+    bias_smoothness: float = _DEFAULT.refine_bias_smoothness
     mrf: float = _DEFAULT.refine_mrf
     iterations: int = _DEFAULT.refine_iterations
     fit_voxels: int = 300_000
@@ -53,7 +54,8 @@ class RefineOptions:
             return None
         return cls(prior_weight=inference.refine_prior_weight,
                    components=inference.refine_components,
-                   bias_order=inference.refine_bias_order, mrf=inference.refine_mrf,
+                   bias_order=inference.refine_bias_order,
+                   bias_smoothness=inference.refine_bias_smoothness, mrf=inference.refine_mrf,
                    iterations=inference.refine_iterations)
 
 
@@ -130,10 +132,14 @@ def refine(image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, spaci
     sub_grid[::stride, ::stride, ::stride] = sub
     pick = sub_grid[inside]
     basis, offsets = polynomial_basis(points[pick], options.bias_order, centre, half)
+    penalty = None
+    if options.bias_smoothness and options.bias_order > 1:
+        penalty = options.bias_smoothness * bending_energy(points[pick], options.bias_order,
+                                                           centre, half)
     mixture, coefficients, _, done = fit(
         y[pick], fg[pick], basis, options.prior_weight, options.components, options.iterations,
         mrf=options.mrf, neighbours=Neighbours(sub),
-        bias=options.bias_order > 0)
+        bias=options.bias_order > 0, penalty=penalty)
 
     log_b = np.empty(y.shape, dtype=np.float32)
     for start in range(0, len(y), CHUNK):

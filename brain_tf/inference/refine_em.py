@@ -94,6 +94,34 @@ def polynomial_basis(points: np.ndarray, order: int, centre: np.ndarray,
     return basis, offsets
 
 
+def _monomial(u: np.ndarray, powers, derivative) -> np.ndarray:
+    """The monomial ``u ** powers`` differentiated once along each axis in ``derivative``."""
+    out = np.ones(len(u), dtype=np.float64)
+    for axis in range(3):
+        p = powers[axis]
+        for _ in range(derivative.count(axis)):
+            out = out * p
+            p -= 1
+        if p < 0:
+            return np.zeros(len(u))
+        out = out * u[:, axis] ** p
+    return out
+
+
+def bending_energy(points: np.ndarray, order: int, centre: np.ndarray,
+                   half_width: np.ndarray) -> np.ndarray:
+    """(P, P) matrix ``R`` of :func:`polynomial_basis`'s monomials such that ``c @ R @ c``
+    is the mean over ``points`` of the field's bending energy, the sum of its squared
+    second derivatives in the normalised coordinates (linear fields cost nothing)."""
+    u = ((points - centre) / half_width).astype(np.float64)
+    powers = [p for p in itertools.product(range(order + 1), repeat=3) if 0 < sum(p) <= order]
+    energy = np.zeros((len(powers), len(powers)))
+    for a, b in itertools.combinations_with_replacement(range(3), 2):
+        second = np.stack([_monomial(u, p, (a, b)) for p in powers], axis=1)
+        energy += (1 if a == b else 2) * second.T @ second / len(u)
+    return energy
+
+
 def tempered_log_prior(prior: np.ndarray, weight: float) -> np.ndarray:
     """``weight * log(prior)`` of foreground probabilities (N, K), floored and normalised."""
     p = prior.astype(np.float32) + PRIOR_FLOOR
@@ -145,8 +173,11 @@ def update_mixture(x: np.ndarray, r: np.ndarray) -> Mixture:
 
 
 def bias_step(y: np.ndarray, coefficients: np.ndarray, basis: np.ndarray, r: np.ndarray,
-              mixture: Mixture, ridge: float = 1e-3) -> np.ndarray:
-    """One Gauss-Newton step of the bias coefficients (P, C) given the posteriors."""
+              mixture: Mixture, penalty: np.ndarray | None = None,
+              ridge: float = 1e-3) -> np.ndarray:
+    """One Gauss-Newton step of the bias coefficients (P, C) given the posteriors; with
+    ``penalty`` (P, P), the objective also has ``N / 2 * c @ penalty @ c`` per channel (a
+    smoothness prior on the field: :func:`bending_energy` times its strength)."""
     log_b = basis @ coefficients                               # (N, C)
     x = y * np.exp(log_b)
     precision = mixture.precisions().astype(np.float32)       # (K, G, C, C)
@@ -161,9 +192,13 @@ def bias_step(y: np.ndarray, coefficients: np.ndarray, basis: np.ndarray, r: np.
             curv += r[:, a, b] * precision[a, b, ch, ch]
         grad = grad * x[:, ch] - 1.0
         curv = curv * x[:, ch] ** 2 + 1.0
-        hessian = (basis * curv[:, None]).T @ basis
+        hessian = ((basis * curv[:, None]).T @ basis).astype(float)
+        gradient = (basis.T @ grad).astype(float)
+        if penalty is not None:
+            hessian += len(y) * penalty
+            gradient += len(y) * penalty @ coefficients[:, ch]
         hessian += ridge * np.trace(hessian) / len(hessian) * np.eye(len(hessian))
-        new[:, ch] -= np.linalg.solve(hessian.astype(float), (basis.T @ grad).astype(float))
+        new[:, ch] -= np.linalg.solve(hessian, gradient)
     return new
 
 
@@ -210,9 +245,11 @@ def posteriors(log_prior, mixture: Mixture, x, mrf: float = 0.0, neighbours=None
 
 
 def fit(y, prior, basis, weight: float, components: int, iterations: int,
-        mrf: float = 0.0, neighbours=None, bias: bool = True, tolerance: float = 1e-4):
+        mrf: float = 0.0, neighbours=None, bias: bool = True, tolerance: float = 1e-4,
+        penalty: np.ndarray | None = None):
     """EM on flat voxels: intensities ``y`` (N, C), foreground priors (N, K), bias basis
-    (N, P) (or P = 0). Returns ``(mixture, coefficients (P, C), q (N, K), iterations)``."""
+    (N, P) (or P = 0) and its smoothness ``penalty`` (P, P; see :func:`bias_step`).
+    Returns ``(mixture, coefficients (P, C), q (N, K), iterations)``."""
     log_prior = tempered_log_prior(prior, weight)
     coefficients = np.zeros((basis.shape[1], y.shape[1]))
     x = y
@@ -227,7 +264,7 @@ def fit(y, prior, basis, weight: float, components: int, iterations: int,
         q = new_q
         mixture = update_mixture(x, r)
         if fit_bias:
-            new = bias_step(y, coefficients, basis, r, mixture)
+            new = bias_step(y, coefficients, basis, r, mixture, penalty)
             moved = float(np.abs(new - coefficients).max())
             coefficients = new
             x = (y * np.exp(basis @ coefficients)).astype(np.float32)

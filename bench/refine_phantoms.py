@@ -1,11 +1,14 @@
 """The refinement's defaults, chosen on held-out phantoms (never on the MNI template).
 
-    python bench/refine_phantoms.py --phantoms DIR [--model pretrained:tissue]
-                                    [--cache DIR] [--subjects N] [--grid] [--qc]
+    python bench/refine_phantoms.py --phantoms DIR [--unbiased DIR2 --seed 99]
+                                    [--model pretrained:tissue] [--cache DIR] [--subjects N]
+                                    [--grid [--only PREFIX]] [--qc]
 
 DIR is a ``brain-tf synth phantoms`` folder the network never saw (e.g. ``--seed 99
---subjects 6 --spacing 1.5``). Every subject's T1w, T2w, PDw and FLAIR scans are used as
-they are and degraded with the template's fixed transforms
+--subjects 3 --spacing 1.5``); ``--unbiased DIR2`` adds the same subjects rendered with
+no bias field (as a bias-corrected scan; written there first when absent, from
+``--seed``, which must be DIR's, and DIR's grid). Every subject's T1w, T2w, PDw and FLAIR
+scans are used as they are and degraded with the template's fixed transforms
 (:mod:`brain_tf.evaluation.mni`: a bias field, Rician noise, 5 mm slices; one per subject
 in turn). Each case goes through the predict path (the brain mask from the model's
 ``preprocess.mask_model``, the network, its probabilities on the scan's grid); the
@@ -51,6 +54,16 @@ def _cases(folder: Path, subjects: int | None = None):
             yield f"{subject}_{contrast}_{name}", contrast, degrade(ref)
 
 
+def write_unbiased(folder: Path, like: Path, seed: int) -> None:
+    """The subjects of ``like`` (written with ``seed``) again with no bias field."""
+    from brain_tf.data.synthetic.write_volumes import PHANTOM_SCANNER, write_phantoms
+
+    masks = sorted((like / "masks").glob("sub-*_brain_mask.nii.gz"))
+    grid = load_volume(masks[0], dtype=None)
+    write_phantoms(folder, len(masks), seed, grid.array.shape, tuple(grid.spacing),
+                   lambda *a: None, scanner={**PHANTOM_SCANNER, "bias": 0.0})
+
+
 def _network(model: str):
     from brain_tf.tasks import TASKS
     from brain_tf.training.runner import Context, model_run
@@ -89,7 +102,7 @@ def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -
                 np.float16), inside=inside[box], tissue=ref.tissue[box], brain=ref.brain[box],
                 spacing=np.asarray(volume.spacing))
         data = dict(np.load(path))
-        data.update(name=name, contrast=contrast)
+        data.update(name=name, contrast=contrast, group=folder.name)
         cases.append(data)
     return cases
 
@@ -113,13 +126,13 @@ def evaluate(cases, options: RefineOptions | None) -> tuple[dict, float, list]:
             labels = result.labels()
             qcs.append(result.qc)
         s = scores(labels, case["tissue"])
-        per.setdefault(case["contrast"], []).append(s)
-        per.setdefault("all", []).append(s)
+        for key in (case["contrast"], case["group"], "all"):
+            per.setdefault(key, []).append(s)
     return {k: np.mean(v, axis=0) for k, v in per.items()}, seconds / len(cases), qcs
 
 
-def _line(label: str, table: dict, seconds: float) -> str:
-    cells = " ".join(f"{table[c][1]:.3f}/{table[c][2]:.3f}" for c in CONTRASTS)
+def _line(label: str, table: dict, seconds: float, groups=()) -> str:
+    cells = " ".join(f"{table[c][1]:.3f}/{table[c][2]:.3f}" for c in CONTRASTS + groups)
     a = table["all"]
     return (f"  {label:<34} {cells}  all {a[0]:.3f}/{a[1]:.3f}/{a[2]:.3f}  {seconds:5.2f} s")
 
@@ -131,8 +144,10 @@ def grid_settings():
         yield f"prior_weight {w}", dataclasses.replace(base, prior_weight=w)
     for g in (2, 3):
         yield f"components {g}", dataclasses.replace(base, components=g)
-    for b in (0, 1, 3):
+    for b in (0, 1, 2, 3, 4):
         yield f"bias_order {b}", dataclasses.replace(base, bias_order=b)
+    for s in (0.0, 0.01, 0.1, 1.0, 10.0):
+        yield f"bias_smoothness {s}", dataclasses.replace(base, bias_smoothness=s)
     for m in (0.0, 0.2, 0.4):
         yield f"mrf {m}", dataclasses.replace(base, mrf=m)
     for i in (15, 50):
@@ -142,27 +157,43 @@ def grid_settings():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phantoms", required=True, help="held-out phantoms folder")
+    parser.add_argument("--unbiased", help="the same phantoms with no bias field (written "
+                        "here when absent)")
+    parser.add_argument("--seed", type=int, default=99, help="the held-out phantoms' seed")
     parser.add_argument("--model", default="pretrained:tissue")
-    parser.add_argument("--cache", help="keep the network's outputs here (default DIR/.refine)")
+    parser.add_argument("--cache", help="keep the network's outputs here (default DIR/.refine; "
+                        "with several folders, one subfolder each)")
     parser.add_argument("--subjects", type=int, help="only the first N subjects")
     parser.add_argument("--grid", action="store_true", help="settings around the defaults")
     parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")
+    parser.add_argument("--only", help="only the grid's settings whose label starts so "
+                        "(e.g. 'bias')")
     parser.add_argument("--part", default="1/1", help="I/N: only the I-th of N shares of the "
                         "grid's settings (run the shares side by side)")
     args = parser.parse_args()
-    folder = Path(args.phantoms)
+    folders = [Path(args.phantoms)]
+    if args.unbiased:
+        folders.append(Path(args.unbiased))
+        if not folders[1].exists():
+            write_unbiased(folders[1], folders[0], args.seed)
     part, parts = (int(v) for v in args.part.split("/"))
     print(f"load average {os.getloadavg()[0]:.2f}")
-    cases = cached(args.model, folder, Path(args.cache or folder / ".refine"), args.subjects)
-    print(f"{len(cases)} held-out cases from {folder}; mean Dice GM/WM per contrast "
-          f"({', '.join(CONTRASTS)}), then CSF/GM/WM over all, seconds per refinement")
+    cases = []
+    for folder in folders:
+        cache = Path(args.cache) / folder.name if args.cache else folder / ".refine"
+        cases += cached(args.model, folder, cache, args.subjects)
+    groups = tuple(f.name for f in folders) if len(folders) > 1 else ()
+    print(f"{len(cases)} held-out cases from {', '.join(map(str, folders))}; mean Dice GM/WM "
+          f"per contrast ({', '.join(CONTRASTS + groups)}), then CSF/GM/WM over all, seconds "
+          "per refinement")
     if part == 1:
         table, _, _ = evaluate(cases, None)
-        print(_line("network alone", table, 0.0), flush=True)
+        print(_line("network alone", table, 0.0, groups), flush=True)
     settings = list(grid_settings()) if args.grid else [("defaults", RefineOptions())]
+    settings = [s for s in settings if s[0].startswith(args.only or "")]
     for label, options in settings[part - 1::parts]:
         table, seconds, qcs = evaluate(cases, options)
-        print(_line(label, table, seconds), flush=True)
+        print(_line(label, table, seconds, groups), flush=True)
         if args.qc and label == "defaults":
             for key in ("separation", "max_separation", "changed", "mean_entropy"):
                 values = [q[key] for q in qcs]

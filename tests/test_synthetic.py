@@ -505,3 +505,24 @@ def test_grid_defaults_follow_the_field_of_view():
     assert resolve_grid("phantoms", spacing=1) == ((180, 220, 200), (1.0, 1.0, 1.0))
     with pytest.raises(ConfigError, match="spacing"):
         resolve_grid("camcan", spacing=(1, 2))
+
+
+def test_phantoms_without_a_bias_field_are_the_same_subjects(tmp_path):
+    """write_phantoms(scanner=...) changes the images only: the same labels, and images
+    whose log ratio to the biased ones spreads as the scanner's field does (sd 0.10)."""
+    from brain_tf.data.synthetic.write_volumes import PHANTOM_SCANNER, write_phantoms
+    from brain_tf.io import load_volume
+
+    for name, bias in (("biased", PHANTOM_SCANNER["bias"]), ("flat", 0.0)):
+        write_phantoms(tmp_path / name, 1, 7, (30, 36, 32), (6.0, 6.0, 6.0), lambda *a: None,
+                       scanner={**PHANTOM_SCANNER, "bias": bias})
+
+    def read(name, path):
+        return np.asarray(load_volume(tmp_path / name / path, dtype=None).array)
+
+    np.testing.assert_array_equal(read("biased", "labels/sub-0001_labels.nii.gz"),
+                                  read("flat", "labels/sub-0001_labels.nii.gz"))
+    brain = read("flat", "masks/sub-0001_brain_mask.nii.gz") > 0
+    log_ratio = np.log(read("biased", "images/sub-0001_T1w.nii.gz")[brain]
+                       / read("flat", "images/sub-0001_T1w.nii.gz")[brain])
+    assert 0.02 < np.std(log_ratio) < 0.2

@@ -187,9 +187,11 @@ def phantoms_spec() -> dict:
 
 
 def write_phantoms(out: Path, n: int, seed: int, shape: Sequence[int],
-                   spacing: Sequence[float], tick: Tick) -> dict:
+                   spacing: Sequence[float], tick: Tick,
+                   scanner: dict = PHANTOM_SCANNER) -> dict:
     """Full-head phantoms: images per modality, fine labels, tissue segmentation
-    (``segs/``, 0-3), brain mask and participants.csv (age 18-88, sex)."""
+    (``segs/``, 0-3), brain mask and participants.csv (age 18-88, sex). ``scanner``
+    changes nothing but the images (the same seed gives the same subjects)."""
     rng = cohort_rng(seed)
     ages = rng.uniform(18, 88, n)
     sexes = balanced_sexes(rng, n)
@@ -197,7 +199,7 @@ def write_phantoms(out: Path, n: int, seed: int, shape: Sequence[int],
     for i, (age, sex) in enumerate(zip(ages, sexes)):
         sid = f"{i + 1:04d}"
         s = make_subject(subject_rng(seed, i), shape, spacing, age=float(age), sex=sex,
-                         modalities=tuple(PHANTOM_IMAGES), scanner=PHANTOM_SCANNER)
+                         modalities=tuple(PHANTOM_IMAGES), scanner=scanner)
         for modality, suffix in PHANTOM_IMAGES.items():
             save_volume(s.images[modality], out / f"images/sub-{sid}_{suffix}.nii.gz", s.affine)
         save_volume(s.labels, out / f"labels/sub-{sid}_labels.nii.gz", s.affine)

@@ -368,6 +368,9 @@ def _task_arguments(tp, task) -> None:
                        dest="precision", help="same as --precision float16")
     train.add_argument("--tensorboard", action="store_true", default=None,
                        help="write TensorBoard logs to the run's tensorboard/ folder")
+    train.add_argument("--init-weights", metavar="MODEL",
+                       help="start from the weights of a trained model of the same network "
+                            "(a run folder or pretrained:NAME) to fine-tune it")
     train.set_defaults(_fn=lambda a, t=task: _train(t, a))
     evaluate = actions.add_parser("evaluate", help="test-split metrics of a run")
     evaluate.add_argument("--run", required=True, help="run folder")
@@ -415,7 +418,7 @@ def _train(task, args):
                       "seed": args.seed, "shards": args.shards},
              "training": {key: getattr(args, key) for key in (
                  "epochs", "stop_at_epoch", "batch_size", "strategy", "precision",
-                 "tensorboard")}}
+                 "tensorboard", "init_weights")}}
     sections = SCHEMAS[task.family_of(args.preset)]
     for section, values in flags.items():
         given = {key: value for key, value in values.items() if value is not None}

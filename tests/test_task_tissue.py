@@ -20,6 +20,7 @@ from brain_tf.evaluation.volumes import subject_name, tissue_volumes_table
 from brain_tf.io import load_volume, save_volume
 from brain_tf.preprocess.brain_mask import simple_brain_mask
 from brain_tf.tasks import TASKS
+from brain_tf.training.run import RunFolder
 
 TINY = {
     "preprocess": {"spacing": [12.0, 12.0, 12.0], "shape": [16, 16, 16]},
@@ -252,3 +253,33 @@ def test_predict_without_mask_agrees_with_evaluate(tmp_path, monkeypatch):
     head = volume.file_grid.to_file(simple_brain_mask(volume.array))
     labels = np.asarray(nib.load(str(out[0])).dataobj)
     assert asked == ["pretrained:brain"] and labels.any() and not labels[~head].any()
+
+
+def test_training_starts_from_a_trained_runs_weights(trained, tmp_path):
+    """--init-weights: with a learning rate of 1e-12 the new run ends where the old one was
+    (trainable weights; not by chance: a fresh start differs); another network is refused
+    before anything is written."""
+    root, first = trained
+    task = TASKS["tissue-segmentation"]
+    spec = str(root / "data" / "spec.toml")
+    still = {**TINY, "data": {"spec": spec}, "optimizer": {"learning_rate": 1e-12}}
+    second = main(["tissue-segmentation", "train", "--preset", "small", "--spec", spec,
+                   "--config", _toml(tmp_path / "still.toml", still), "--run-dir",
+                   str(tmp_path / "second"), "--init-weights", str(first.path)])
+    assert second == 0
+    before = first.load_model(compile=False).trainable_weights
+    after = RunFolder.open(tmp_path / "second").load_model(compile=False).trainable_weights
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
+    fresh = task.train(task.config("small", still), run_dir=str(tmp_path / "fresh"))
+    assert not np.allclose(np.asarray(fresh.load_model(compile=False).trainable_weights[0]),
+                           np.asarray(before[0]))
+    other = {**still, "model": {"depth": 3, "base_filters": 6},
+             "training": {**TINY["training"], "init_weights": str(first.path)}}
+    with pytest.raises(ConfigError, match="do not fit this run's network"):
+        task.train(task.config("small", other), run_dir=str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
+
+
+def _toml(path, table):
+    return str(dump_toml(table, path))

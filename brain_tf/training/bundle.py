@@ -136,11 +136,16 @@ def write_bundle(run, out: str | os.PathLike, model, card: str) -> Path:
     return out
 
 
+def stored_weights(path: Path) -> list[np.ndarray]:
+    """The float32 weights of a bundle, in the model's order."""
+    with np.load(Path(path) / WEIGHTS) as stored:
+        return [stored[k].astype(np.float32) for k in sorted(stored.files)]
+
+
 def load_bundle(path: Path, build):
     """The model of a bundle: ``build()`` makes it from the config, then the weights load."""
     model = build()
-    with np.load(Path(path) / WEIGHTS) as stored:
-        weights = [stored[k].astype(np.float32) for k in sorted(stored.files)]
+    weights = stored_weights(path)
     expected = [w.shape for w in model.get_weights()]
     if [w.shape for w in weights] != expected:
         raise ModelError(f"{path}: the stored weights do not fit the model its config "

@@ -272,6 +272,11 @@ def test_portable_config_keeps_shipped_names_and_refuses_other_paths(capsys):
     assert "--mask" in capsys.readouterr().out
     assert portable("config.toml", {"preprocess": {"mask_model": "pretrained:brain"}}) == {
         "preprocess": {"mask_model": "pretrained:brain"}}
+    # the run a model was fine-tuned from is a path of this machine; a shipped model is not
+    assert portable("config.toml", {"training": {"init_weights": "/runs/first", "epochs": 2}}
+                    ) == {"training": {"epochs": 2}}
+    assert portable("config.toml", {"training": {"init_weights": "pretrained:tissue"}}) == {
+        "training": {"init_weights": "pretrained:tissue"}}
     with pytest.raises(ModelError, match=r"model.weights = '/home/me/w.h5'"):
         portable("config.toml", {"model": {"weights": "/home/me/w.h5"}})
     assert portable("learned.json", {"classifier": {"run": "/r", "accuracy": 0.5}}) == {

@@ -30,7 +30,8 @@ WEIGHTS = "weights.npz"
 #: (table, key) of a run's config.toml and learned.json that name files or folders of
 #: the training machine; prediction never reads them, so a bundle leaves them out.
 MACHINE_KEYS = {"config.toml": (("data", "spec"), ("data", "root"), ("data", "splits_csv"),
-                                ("data", "shards"), ("features", "tissue_run"),
+                                ("data", "shards"), ("training", "init_weights"),
+                                ("features", "tissue_run"),
                                 ("fewshot", "classifier_run")),
                 "learned.json": (("classifier", "run"),)}
 
@@ -88,8 +89,8 @@ def _strings(value, where: str):
 
 def portable(name: str, table: dict) -> dict:
     """``table`` (a run's config or learned.json, by file ``name``) without the paths of
-    the training machine: :data:`MACHINE_KEYS` left out (a shipped data spec's name
-    stays), a brain-extraction model given as a path replaced by none (prediction then
+    the training machine: :data:`MACHINE_KEYS` left out (a shipped data spec's name and
+    a ``pretrained:NAME`` starting point stay), a brain-extraction model given as a path replaced by none (prediction then
     asks for a mask per input). A path anywhere else is a :class:`ModelError`."""
     from brain_tf.data.spec import shipped_specs
 
@@ -97,7 +98,9 @@ def portable(name: str, table: dict) -> dict:
     for section, key in MACHINE_KEYS[name]:
         values = table.get(section)
         if isinstance(values, dict) and key in values:
-            if not (section, key) == ("data", "spec") or values[key] not in shipped_specs():
+            shipped = (values[key] in shipped_specs() if (section, key) == ("data", "spec")
+                       else str(values[key]).startswith(PREFIX))
+            if not shipped:
                 del values[key]
     preprocess = table.get("preprocess") if name == "config.toml" else None
     model = isinstance(preprocess, dict) and preprocess.get("mask_model")

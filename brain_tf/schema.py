@@ -308,7 +308,7 @@ class Inference(Section):
     # softmax segmentation: "em" refines the probabilities on each scan's own intensities
     # (brain_tf.inference.refine: a Gaussian mixture per class, a bias field, an MRF)
     refine: str = "none"
-    refine_prior_weight: float = 0.5     # the network's softmax to this power is the prior
+    refine_prior_weight: float = 0.25    # the network's softmax to this power is the prior
     refine_components: int = 1           # Gaussians per class
     refine_bias_order: int = 3           # polynomial degree of the log bias field (0: none)
     refine_bias_smoothness: float = 0.1  # bending-energy penalty of the bias field (0: none)

@@ -14,7 +14,8 @@ from brain_tf.cli import main
 from brain_tf.data.synthetic.subject import make_subject
 from brain_tf.evaluation.volumes import soft_volumes_table
 from brain_tf.inference.refine import RefineOptions, refine
-from brain_tf.inference.refine_em import fit, polynomial_basis
+from brain_tf.inference.refine_em import (bending_energy, fit, monomial_powers,
+                                          polynomial_basis)
 from brain_tf.io import save_volume
 
 MEANS, SDS = (0.3, 0.6, 0.9), (0.03, 0.04, 0.05)
@@ -167,11 +168,10 @@ def test_bending_energy_of_hand_computed_fields():
     """c @ R @ c is the mean of the squared second derivatives: u_x^2 has d2/dx2 = 2
     (energy 4), u_x u_y has d2/dxdy = d2/dydx = 1 (energy 2), u_x^3 has 6 u_x (energy 36
     mean(u_x^2)); linear fields cost nothing."""
-    from brain_tf.inference.refine_em import bending_energy
     rng = np.random.default_rng(0)
     points = rng.uniform(-1, 1, (500, 3))
     r = bending_energy(points, 3, np.zeros(3), np.ones(3))
-    powers = [p for p in __import__("itertools").product(range(4), repeat=3) if 0 < sum(p) <= 3]
+    powers = monomial_powers(3)
 
     def field(**terms):
         c = np.zeros(len(powers))
@@ -191,7 +191,6 @@ def test_bending_energy_of_hand_computed_fields():
 
 
 def test_a_smooth_bias_prior_keeps_linear_fields_and_damps_curved_ones():
-    from brain_tf.inference.refine_em import bending_energy
     n = 32
     labels, image, prior = _shells(n)
     u = (np.indices((n, n, n)) - (n - 1) / 2) / ((n - 1) / 2)
@@ -199,8 +198,7 @@ def test_a_smooth_bias_prior_keeps_linear_fields_and_damps_curved_ones():
     centre = half = np.full(3, (n - 1) / 2)
     basis, _ = polynomial_basis(points, 2, centre, half)
     energy = bending_energy(points, 2, centre, half)
-    x2 = [p for p in __import__("itertools").product(range(3), repeat=3)
-          if 0 < sum(p) <= 2].index((2, 0, 0))
+    x2 = monomial_powers(2).index((2, 0, 0))
 
     def correction(log_field, smoothness):
         observed = (image * np.exp(log_field)).reshape(-1, 1)

@@ -77,6 +77,11 @@ class Mixture:
         return np.linalg.inv(self.covariances)
 
 
+def monomial_powers(order: int) -> list[tuple[int, int, int]]:
+    """The exponents of the bias basis' monomials: total degree 1..``order``, in order."""
+    return [p for p in itertools.product(range(order + 1), repeat=3) if 0 < sum(p) <= order]
+
+
 def polynomial_basis(points: np.ndarray, order: int, centre: np.ndarray,
                      half_width: np.ndarray, offsets: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +89,7 @@ def polynomial_basis(points: np.ndarray, order: int, centre: np.ndarray,
     1..``order`` (N, P) float32, minus ``offsets`` (default: their mean over ``points``);
     returns ``(basis, offsets)``."""
     u = ((points - centre) / half_width).astype(np.float32)
-    powers = [p for p in itertools.product(range(order + 1), repeat=3) if 0 < sum(p) <= order]
+    powers = monomial_powers(order)
     basis = np.empty((len(u), len(powers)), dtype=np.float32)
     for j, p in enumerate(powers):
         basis[:, j] = u[:, 0] ** p[0] * u[:, 1] ** p[1] * u[:, 2] ** p[2]
@@ -114,7 +119,7 @@ def bending_energy(points: np.ndarray, order: int, centre: np.ndarray,
     is the mean over ``points`` of the field's bending energy, the sum of its squared
     second derivatives in the normalised coordinates (linear fields cost nothing)."""
     u = ((points - centre) / half_width).astype(np.float64)
-    powers = [p for p in itertools.product(range(order + 1), repeat=3) if 0 < sum(p) <= order]
+    powers = monomial_powers(order)
     energy = np.zeros((len(powers), len(powers)))
     for a, b in itertools.combinations_with_replacement(range(3), 2):
         second = np.stack([_monomial(u, p, (a, b)) for p in powers], axis=1)

@@ -90,8 +90,9 @@ def _strings(value, where: str):
 def portable(name: str, table: dict) -> dict:
     """``table`` (a run's config or learned.json, by file ``name``) without the paths of
     the training machine: :data:`MACHINE_KEYS` left out (a shipped data spec's name and
-    a ``pretrained:NAME`` starting point stay), a brain-extraction model given as a path replaced by none (prediction then
-    asks for a mask per input). A path anywhere else is a :class:`ModelError`."""
+    a ``pretrained:NAME`` starting point stay), a brain-extraction model given as a path
+    replaced by none (prediction then asks for a mask per input). A path anywhere else is
+    a :class:`ModelError`."""
     from brain_tf.data.spec import shipped_specs
 
     table = copy.deepcopy(table)
@@ -145,12 +146,22 @@ def stored_weights(path: Path) -> list[np.ndarray]:
         return [stored[k].astype(np.float32) for k in sorted(stored.files)]
 
 
+def mismatch(model, weights: list[np.ndarray]) -> int | None:
+    """Index of the first array of ``weights`` whose shape is not ``model``'s (the shorter
+    list's length when only their counts differ); None when they fit."""
+    expected = [w.shape for w in model.get_weights()]
+    found = [w.shape for w in weights]
+    if found == expected:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b),
+                min(len(found), len(expected)))
+
+
 def load_bundle(path: Path, build):
     """The model of a bundle: ``build()`` makes it from the config, then the weights load."""
     model = build()
     weights = stored_weights(path)
-    expected = [w.shape for w in model.get_weights()]
-    if [w.shape for w in weights] != expected:
+    if mismatch(model, weights) is not None:
         raise ModelError(f"{path}: the stored weights do not fit the model its config "
                          "builds; the bundle and this brain_tf version disagree")
     model.set_weights(weights)

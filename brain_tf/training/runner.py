@@ -297,22 +297,19 @@ def start_from(model, source: str) -> None:
     """Give ``model`` the weights of a trained model of the same network
     (``[training] init_weights``: a run folder, its ``model.keras`` or ``best.keras``, or
     ``pretrained:NAME``); the optimiser starts afresh."""
-    where = f"--init-weights (training.init_weights) {source!r}"
     run, path = model_run(source)
     if bundle.is_bundle(path):
         weights = bundle.stored_weights(path)
     else:
         keras_file = path if path.suffix == ".keras" else run.path / "model.keras"
         weights = load_keras_model(keras_file, compile=False).get_weights()
-    expected = [w.shape for w in model.get_weights()]
-    found = [w.shape for w in weights]
-    if found != expected:
-        first = next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b),
-                     min(len(found), len(expected)))
+    first = bundle.mismatch(model, weights)
+    if first is not None:
         raise ConfigError(
-            f"{where}: its weights do not fit this run's network ({len(found)} arrays "
-            f"against {len(expected)}; array {first} differs); start from a model with the "
-            "same [model] settings, input channels and classes")
+            f"--init-weights (training.init_weights) {source!r}: its weights do not fit this "
+            f"run's network ({len(weights)} arrays against {len(model.get_weights())}; array "
+            f"{first} differs); start from a model with the same [model] settings, input "
+            "channels and classes")
     model.set_weights(weights)
 
 

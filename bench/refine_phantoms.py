@@ -162,12 +162,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=99, help="the held-out phantoms' seed")
     parser.add_argument("--model", default="pretrained:tissue")
     parser.add_argument("--cache", help="keep the network's outputs here (default DIR/.refine; "
-                        "with several folders, one subfolder each)")
+                        "one subfolder per phantoms folder and per model)")
     parser.add_argument("--subjects", type=int, help="only the first N subjects")
     parser.add_argument("--grid", action="store_true", help="settings around the defaults")
     parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")
-    parser.add_argument("--only", help="only the grid's settings whose label starts so "
-                        "(e.g. 'bias')")
+    parser.add_argument("--only", default="", help="only the grid's settings whose label "
+                        "starts so (e.g. 'bias'; several: 'mrf,components')")
     parser.add_argument("--part", default="1/1", help="I/N: only the I-th of N shares of the "
                         "grid's settings (run the shares side by side)")
     args = parser.parse_args()
@@ -181,7 +181,8 @@ def main() -> None:
     cases = []
     for folder in folders:
         cache = Path(args.cache) / folder.name if args.cache else folder / ".refine"
-        cases += cached(args.model, folder, cache, args.subjects)
+        model_key = "".join(c if c.isalnum() or c in "-." else "_" for c in args.model)
+        cases += cached(args.model, folder, cache / model_key, args.subjects)
     groups = tuple(f.name for f in folders) if len(folders) > 1 else ()
     print(f"{len(cases)} held-out cases from {', '.join(map(str, folders))}; mean Dice GM/WM "
           f"per contrast ({', '.join(CONTRASTS + groups)}), then CSF/GM/WM over all, seconds "
@@ -190,7 +191,7 @@ def main() -> None:
         table, _, _ = evaluate(cases, None)
         print(_line("network alone", table, 0.0, groups), flush=True)
     settings = list(grid_settings()) if args.grid else [("defaults", RefineOptions())]
-    settings = [s for s in settings if s[0].startswith(args.only or "")]
+    settings = [s for s in settings if s[0].startswith(tuple(args.only.split(",")))]
     for label, options in settings[part - 1::parts]:
         table, seconds, qcs = evaluate(cases, options)
         print(_line(label, table, seconds, groups), flush=True)

@@ -11,18 +11,14 @@ One ``tf.function`` (traced once per model and tile configuration, whatever
 the volume's size) takes the volume, pads it where a tile sticks out, and
 runs a ``tf.while_loop`` over batches of tiles. Each iteration
 
-1. runs the model on its batch of tiles, once per flip of test-time
-   augmentation (flipped in, flipped back out), with a fixed tile shape; the
-   last batch may be shorter, and its missing rows are filled with zeros of
-   weight zero,
-2. meanwhile cuts the next batch's tiles out of the padded volume (an
-   XLA-compiled function of dynamic slices: one copy per tile), so the model
-   never waits for its input; the next model call starts when this one ends,
+1. cuts ``batch_size`` tiles out of the padded volume (an XLA-compiled
+   function of dynamic slices: one copy per tile),
+2. runs the model on them, once per flip of test-time augmentation (flipped
+   in, flipped back out), with a fixed tile shape; the last batch may be
+   shorter, and its missing rows are filled with zeros of weight zero,
 3. adds ``prediction x weight`` into an accumulator (an XLA-compiled
    function of dynamic slices and dynamic-update slices on a
-   ``tf.Variable``, which XLA updates in place: one pass over each tile),
-   in order, while the next model call may already run (two iterations are
-   in flight).
+   ``tf.Variable``, which XLA updates in place: one pass over each tile).
 
 The model computes in its own precision (a model built or rebuilt in bfloat16 or
 float16, :func:`brain_tf.distribute.in_precision`, casts the float32 tiles itself); its
@@ -52,8 +48,8 @@ own allocations usually are not), not native-order float32, or read-only
 (DLPack cannot say so, and numpy refuses to export it) is first copied into
 one that is (one copy, as TensorFlow would make). Arrays made with
 :func:`aligned_empty` are shared without a copy. Besides the input, a call
-holds the accumulator (the size of the output), two batches of tiles, one of
-predictions and the model's activations, and at the end the output array itself.
+holds the accumulator (the size of the output), one batch of tiles and the
+model's activations, and at the end the output array itself.
 
 The accumulator is a variable held by the compiled function, so one compiled
 function serves one call at a time (a lock guards it); its memory is freed
@@ -232,27 +228,20 @@ class CompiledWindow:
         starts = tf.pad(starts, [[0, fill], [0, 0]])
         wx, wy, wz = (tf.pad(w, [[0, fill], [0, 0]]) for w in (wx, wy, wz))
 
-        def body(i, tiles, token):
+        def body(i, token):
             first = i * batch
             rows = tf.minimum(batch, count - first)
+            batch_starts = starts[first:first + batch]
+            tiles = self._extract(padded, batch_starts)
             pred = self._predict(tiles[:rows])
             pred = tf.pad(pred, [[0, batch - rows], [0, 0], [0, 0], [0, 0], [0, 0]])
-            # the next batch's tiles are cut while the model runs on these; the next model
-            # call waits for this one, and this batch's blending runs during the next call
-            following = tf.minimum(first + batch, (batches - 1) * batch)
-            upcoming = self._extract(padded, starts[following:following + batch])
-            with tf.control_dependencies([pred]):
-                upcoming = tf.identity(upcoming)
             with tf.control_dependencies([token]):  # one blend at a time, in order
-                token = self._blend(self._acc, pred, starts[first:first + batch],
-                                    wx[first:first + batch], wy[first:first + batch],
-                                    wz[first:first + batch])
-            return i + 1, upcoming, token
+                token = self._blend(self._acc, pred, batch_starts, wx[first:first + batch],
+                                    wy[first:first + batch], wz[first:first + batch])
+            return i + 1, token
 
-        _, _, token = tf.while_loop(
-            lambda i, *_: i < batches, body,
-            (tf.constant(0), self._extract(padded, starts[:batch]), tf.constant(0)),
-            parallel_iterations=2)
+        _, token = tf.while_loop(lambda i, _: i < batches, body, (tf.constant(0), tf.constant(0)),
+                                 parallel_iterations=1)
         with tf.control_dependencies([token]):
             total = self._acc.read_value()
         return tf.slice(total, tf.concat([paddings[:, 0], [0]], 0),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,11 @@ from brain_tf.evaluation import dice
 from brain_tf.inference.postprocess import largest_components
 from brain_tf.io import load_volume
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_cache import cache_key  # noqa: E402
+
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def cached(model: str, folder: Path, cache: Path, subjects: int | None) -> list[dict]:
@@ -67,11 +71,13 @@ def main() -> None:
     parser.add_argument("--phantoms", required=True)
     parser.add_argument("--model", default="pretrained:brain")
     parser.add_argument("--subjects", type=int)
-    parser.add_argument("--cache", help="default DIR/.brain")
+    parser.add_argument("--cache", help="keep the model's outputs here (default DIR/.brain; "
+                        "one subfolder per model and version)")
     args = parser.parse_args()
     folder = Path(args.phantoms)
     print(f"load average {os.getloadavg()[0]:.2f}")
-    cases = cached(args.model, folder, Path(args.cache or folder / ".brain"), args.subjects)
+    cache = Path(args.cache or folder / ".brain") / cache_key(args.model)
+    cases = cached(args.model, folder, cache, args.subjects)
     print(f"{len(cases)} held-out full-head scans; mask Dice mean (worst) per contrast")
     print(f"  {'threshold':<10} " + " ".join(f"{c:>15}" for c in CONTRASTS))
     for t in THRESHOLDS:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from brain_tf.evaluation import dice
 from brain_tf.evaluation.mni import Reference, bias_field, noise, thick_slices
 from brain_tf.inference.refine import RefineOptions, refine
 from brain_tf.io import load_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_cache import cache_key  # noqa: E402
 
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
 DEGRADE = {"bias": bias_field, "noise": noise, "thick_5mm": lambda r: thick_slices(r, 5.0)}
@@ -74,6 +78,15 @@ def _network(model: str):
     ctx = Context(task, config, learned=run.load_learned())
     family = task.family(config.preset)
     return ctx, family, family.load_predictor(ctx, path)
+
+
+def mask_model(model: str) -> str:
+    """The brain-extraction model whose mask ``model``'s predict path uses."""
+    from brain_tf.tasks import TASKS
+    from brain_tf.training.runner import model_run
+
+    run, _ = model_run(model)
+    return TASKS["tissue-segmentation"].load_config(run).preprocess.mask_model
 
 
 def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -> list[dict]:
@@ -140,7 +153,7 @@ def _line(label: str, table: dict, seconds: float, groups=()) -> str:
 def grid_settings():
     base = RefineOptions()
     yield "defaults", base
-    for w in (0.25, 0.75, 1.0):
+    for w in (0.25, 0.5, 0.75, 1.0):
         yield f"prior_weight {w}", dataclasses.replace(base, prior_weight=w)
     for g in (2, 3):
         yield f"components {g}", dataclasses.replace(base, components=g)
@@ -162,7 +175,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=99, help="the held-out phantoms' seed")
     parser.add_argument("--model", default="pretrained:tissue")
     parser.add_argument("--cache", help="keep the network's outputs here (default DIR/.refine; "
-                        "one subfolder per phantoms folder and per model)")
+                        "one subfolder per phantoms folder and per version of the model and its mask "
+                        "model)")
     parser.add_argument("--subjects", type=int, help="only the first N subjects")
     parser.add_argument("--grid", action="store_true", help="settings around the defaults")
     parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")
@@ -179,10 +193,11 @@ def main() -> None:
     part, parts = (int(v) for v in args.part.split("/"))
     print(f"load average {os.getloadavg()[0]:.2f}")
     cases = []
+    masker = mask_model(args.model)
     for folder in folders:
         cache = Path(args.cache) / folder.name if args.cache else folder / ".refine"
-        model_key = "".join(c if c.isalnum() or c in "-." else "_" for c in args.model)
-        cases += cached(args.model, folder, cache / model_key, args.subjects)
+        cases += cached(args.model, folder, cache / cache_key(args.model, masker),
+                        args.subjects)
     groups = tuple(f.name for f in folders) if len(folders) > 1 else ()
     print(f"{len(cases)} held-out cases from {', '.join(map(str, folders))}; mean Dice GM/WM "
           f"per contrast ({', '.join(CONTRASTS + groups)}), then CSF/GM/WM over all, seconds "

@@ -66,9 +66,10 @@ SYNTH = {
     "model": {"filters": [12, 24, 48, 96]},
     "training": {"epochs": 40, "steps_per_epoch": 40, "batch_size": 1, "patience": 40,
                  "val_patches": 2},
-    # brain where p(brain) >= 0.7, not the argmax: on held-out full-head phantoms the
-    # argmax mask runs about a voxel too far out; 0.7 is the lowest threshold whose mask
-    # Dice reaches 0.95 on every contrast there (python bench/brain_threshold.py)
+    # brain where p(brain) >= 0.7, not the argmax: after this preset's 40 epochs the argmax
+    # mask runs about a voxel too far out on held-out full-head phantoms; 0.7 is the lowest
+    # threshold whose mask Dice reaches 0.95 on every contrast there (python
+    # bench/brain_threshold.py). pretrained:brain, trained further, uses 0.5 (its card).
     "inference": {"patch_size": [80, 80, 80], "foreground_threshold": 0.7},
 }
 

@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=99, help="the held-out phantoms' seed")
     parser.add_argument("--model", default="pretrained:tissue")
     parser.add_argument("--cache", help="keep the network's outputs here (default DIR/.refine; "
-                        "one subfolder per phantoms folder and per version of the model and its mask "
-                        "model)")
+                        "one subfolder per phantoms folder and per version of the model and "
+                        "of its mask model)")
     parser.add_argument("--subjects", type=int, help="only the first N subjects")
     parser.add_argument("--grid", action="store_true", help="settings around the defaults")
     parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")

@@ -184,6 +184,15 @@ def held_out_phantoms(model: str, folder: Path, work: Path) -> None:
               f"({len(values)} subjects)", flush=True)
 
 
+def _option(name: str, value: str):
+    kind = type(getattr(RefineOptions(), name))
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise SystemExit(f"--refine-option {name}= takes true or false, not {value!r}")
+        return value.lower() == "true"
+    return kind(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tissue", help="tissue-segmentation run or pretrained:tissue")
@@ -200,8 +209,7 @@ def main() -> None:
     parser.add_argument("--refine-option", action="append", default=[], metavar="NAME=VALUE",
                         help="replace a refinement option for a diagnosis (bias_order=0)")
     args = parser.parse_args()
-    overrides = {k: type(getattr(RefineOptions(), k))(v) for k, v in
-                 (o.split("=", 1) for o in args.refine_option)}
+    overrides = {k: _option(k, v) for k, v in (o.split("=", 1) for o in args.refine_option)}
     if not (args.tissue or args.brain):
         parser.error("give --tissue and/or --brain")
     print(f"load average {os.getloadavg()[0]:.2f}")

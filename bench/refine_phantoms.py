@@ -165,6 +165,8 @@ def grid_settings():
         yield f"mrf {m}", dataclasses.replace(base, mrf=m)
     for i in (15, 50):
         yield f"iterations {i}", dataclasses.replace(base, iterations=i)
+    yield f"partial_volume {not base.partial_volume}", dataclasses.replace(
+        base, partial_volume=not base.partial_volume)
 
 
 def main() -> None:

@@ -314,6 +314,7 @@ class Inference(Section):
     refine_bias_smoothness: float = 0.1  # bending-energy penalty of the bias field (0: none)
     refine_mrf: float = 0.1              # mean-field MRF strength (0: none)
     refine_iterations: int = 30          # EM iterations (at most)
+    refine_partial_volume: bool = True   # mixed classes for voxels holding two tissues
 
     def check(self, where):
         self.positive(where, "batch_size", "mc_passes")

@@ -2,6 +2,7 @@
 estimates on hand-made volumes, contrast independence, probability maps on the input's
 grid through predict, soft volumes and the QC flag."""
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -14,8 +15,8 @@ from brain_tf.cli import main
 from brain_tf.data.synthetic.subject import make_subject
 from brain_tf.evaluation.volumes import soft_volumes_table
 from brain_tf.inference.refine import RefineOptions, refine
-from brain_tf.inference.refine_em import (bending_energy, fit, monomial_powers,
-                                          polynomial_basis)
+from brain_tf.inference.refine_em import (Mixture, bending_energy, fit, monomial_powers,
+                                          partial_volume_pairs, polynomial_basis)
 from brain_tf.io import save_volume
 
 MEANS, SDS = (0.3, 0.6, 0.9), (0.03, 0.04, 0.05)
@@ -47,7 +48,7 @@ def test_em_recovers_means_variances_and_a_bias_field():
     observed = image * np.exp(log_field)
     points = np.argwhere(np.ones((n, n, n), bool)).astype(float)
     basis, _ = polynomial_basis(points, 1, np.full(3, (n - 1) / 2), np.full(3, (n - 1) / 2))
-    mixture, coefficients, q, _ = fit(observed.reshape(-1, 1), prior.reshape(-1, 4)[:, 1:],
+    mixture, coefficients, q, _, _ = fit(observed.reshape(-1, 1), prior.reshape(-1, 4)[:, 1:],
                                       basis, weight=0.5, components=1, iterations=60)
     np.testing.assert_allclose(mixture.means[:, 0, 0], MEANS, rtol=0.02)
     np.testing.assert_allclose(np.sqrt(mixture.covariances[:, 0, 0, 0]), SDS, rtol=0.06)
@@ -55,13 +56,70 @@ def test_em_recovers_means_variances_and_a_bias_field():
     assert np.abs(recovered + log_field.ravel()).max() < 0.01
     assert np.mean(np.argmax(q, axis=1) + 1 == labels.ravel()) > 0.999
     # through refine(): the same labels, and the fitted means in units of the 99th percentile
+    # (no partial-volume classes: this volume's classes meet with no mixed voxels)
     result = refine(observed, prior, np.ones((n, n, n), bool), (1.0, 1.0, 1.0),
-                    RefineOptions(bias_order=1, mrf=0.0, iterations=60))
+                    RefineOptions(bias_order=1, mrf=0.0, iterations=60, partial_volume=False))
     assert np.mean(result.labels() == labels) > 0.999
     scale = np.percentile(observed, 99)
     np.testing.assert_allclose(np.ravel(result.qc["class_means"]), np.array(MEANS) / scale,
                                rtol=0.02)
     assert result.qc["flag"] is False
+
+
+NOISE = 0.02
+
+
+def _shells_with_partial_volume(n=32, up=4, seed=0):
+    """The three shells drawn on a grid ``up`` times finer and averaged into n^3 voxels:
+    each voxel's true fractions (n, n, n, 3) and its intensity, the fractions' mix of
+    MEANS plus noise of sd NOISE; the prior 0.7 x fractions + 0.1."""
+    m = n * up
+    u = (np.indices((m, m, m)) - (m - 1) / 2) / ((m - 1) / 2)
+    radius = np.sqrt((u**2).sum(axis=0))
+    fine = np.where(radius < 0.5, 3, np.where(radius < 0.8, 2, 1))
+    fractions = np.stack([(fine == k).reshape(n, up, n, up, n, up).mean(axis=(1, 3, 5))
+                          for k in (1, 2, 3)], axis=-1)
+    noise = np.random.default_rng(seed).normal(0, NOISE, (n, n, n))
+    image = (fractions @ np.array(MEANS) + noise).astype(np.float32)
+    prior = np.zeros((n, n, n, 4), np.float32)
+    prior[..., 1:] = 0.7 * fractions + 0.1
+    return fractions, image, prior
+
+
+def test_partial_volume_classes_recover_the_tissue_fractions_of_mixed_voxels():
+    fractions, image, prior = _shells_with_partial_volume()
+    mixed = fractions.max(axis=-1) < 0.99                       # ~9 % of the voxels
+    truth = np.argmax(fractions, axis=-1) + 1
+    inside = np.ones(image.shape, bool)
+    options = RefineOptions(bias_order=0, mrf=0.0, iterations=60)
+    error, right, sd = {}, {}, {}
+    for pv in (False, True):
+        result = refine(image, prior, inside, (1.0, 1.0, 1.0),
+                        dataclasses.replace(options, partial_volume=pv))
+        post = result.posteriors.reshape(image.shape + (4,))[..., 1:]
+        error[pv] = (np.abs(post - fractions).sum(axis=-1) / 2)[mixed].mean()
+        right[pv] = (result.labels() == truth)[mixed].mean()
+        sd[pv] = np.ravel(result.qc["class_sd"]) * np.percentile(image, 99)
+    # a class per pure tissue alone: mixed voxels get one class (fraction error 0.26) and
+    # widen the middle class's Gaussian (sd 0.07 instead of 0.02)
+    assert error[False] > 0.2 and sd[False][1] > 0.05
+    assert error[True] < 0.1 and right[True] > right[False] + 0.1
+    np.testing.assert_allclose(sd[True], NOISE, rtol=0.25)
+    # soft volumes: the expected fractions sum to the true tissue volumes
+    np.testing.assert_allclose(post.sum(axis=(0, 1, 2)), fractions.sum(axis=(0, 1, 2)),
+                               rtol=0.05)
+
+
+def test_no_partial_volume_class_between_two_tissues_that_imitates_a_third():
+    """On a T1 (CSF 0.3, GM 0.6, WM 0.9) a CSF / WM mix looks like GM: only the pairs
+    CSF / GM and GM / WM get a mixed class; when WM is as dark as GM, the pairs cross it
+    no longer and all three get one."""
+    sd = np.array(SDS).reshape(3, 1, 1, 1) ** 2
+    t1 = Mixture(np.ones((3, 1)), np.array(MEANS).reshape(3, 1, 1), sd)
+    assert partial_volume_pairs(t1) == [(0, 1), (1, 2)]
+    off_line = Mixture(np.ones((3, 1)), np.array([[0.3, 0.3], [0.6, 0.9], [0.9, 0.3]])
+                       .reshape(3, 1, 2), np.repeat(np.eye(2)[None, None] * 0.0016, 3, 0))
+    assert partial_volume_pairs(off_line) == [(0, 1), (0, 2), (1, 2)]
 
 
 def _phantom():
@@ -202,8 +260,8 @@ def test_a_smooth_bias_prior_keeps_linear_fields_and_damps_curved_ones():
 
     def correction(log_field, smoothness):
         observed = (image * np.exp(log_field)).reshape(-1, 1)
-        _, coefficients, q, _ = fit(observed, prior.reshape(-1, 4)[:, 1:], basis, 0.5, 1, 60,
-                                    penalty=smoothness * energy)
+        _, coefficients, q, _, _ = fit(observed, prior.reshape(-1, 4)[:, 1:], basis, 0.5, 1, 60,
+                                       penalty=smoothness * energy)
         assert np.mean(np.argmax(q, axis=1) + 1 == labels.ravel()) > 0.99
         return coefficients[:, 0]
 

@@ -2,15 +2,19 @@
 are the spatial prior, the scan's own intensities the likelihood.
 
 ``posterior ∝ prior ** w × likelihood`` is fitted by EM (:mod:`brain_tf.inference.refine_em`:
-a Gaussian mixture per class, a smooth multiplicative bias field, optionally a mean-field
-MRF) inside the brain mask, on the input's own grid (the network's probabilities are
-resampled there linearly, :func:`brain_tf.preprocess.inverse.probabilities_on_grid`).
+a Gaussian mixture per class, optionally mixed classes for partial volume, a smooth
+multiplicative bias field, optionally a mean-field MRF) inside the brain mask, on the
+input's own grid (the network's probabilities are resampled there linearly,
+:func:`brain_tf.preprocess.inverse.probabilities_on_grid`).
 
 To stay within seconds on a 1 mm brain, the parameters are fitted on every ``stride``-th
 voxel of the mask along each axis (the smallest stride that leaves at most
 ``fit_voxels``) and then applied to every voxel of the mask, where the MRF's mean field
 runs a few more passes. The background class (index 0) gets probability 0 inside the
-mask and 1 outside; foreground classes are the network's.
+mask and 1 outside; foreground classes are the network's. With partial volume, a class's
+probability is its expected fraction of the voxel (a voxel half CSF, half GM counts half
+to each), so the probability maps give partial-volume soft volumes; the labels are the
+largest fraction.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import dataclasses
 import numpy as np
 
 from brain_tf.errors import ConfigError, DataError
-from brain_tf.inference.refine_em import (Neighbours, bending_energy, fit, polynomial_basis,
-                                          posteriors, tempered_log_prior)
+from brain_tf.inference.refine_em import (Neighbours, bending_energy, fit, joint_log,
+                                          polynomial_basis, posteriors, tempered_log_prior)
 from brain_tf.inference.refine_qc import scan_qc
 from brain_tf.schema import Inference
 
@@ -45,6 +49,7 @@ class RefineOptions:
     bias_smoothness: float = _DEFAULT.refine_bias_smoothness
     mrf: float = _DEFAULT.refine_mrf
     iterations: int = _DEFAULT.refine_iterations
+    partial_volume: bool = _DEFAULT.refine_partial_volume
     fit_voxels: int = 300_000
 
     @classmethod
@@ -56,7 +61,8 @@ class RefineOptions:
                    components=inference.refine_components,
                    bias_order=inference.refine_bias_order,
                    bias_smoothness=inference.refine_bias_smoothness, mrf=inference.refine_mrf,
-                   iterations=inference.refine_iterations)
+                   iterations=inference.refine_iterations,
+                   partial_volume=inference.refine_partial_volume)
 
 
 @dataclasses.dataclass
@@ -136,10 +142,10 @@ def refine(image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, spaci
     if options.bias_smoothness and options.bias_order > 1:
         penalty = options.bias_smoothness * bending_energy(points[pick], options.bias_order,
                                                            centre, half)
-    mixture, coefficients, _, done = fit(
+    mixture, coefficients, _, done, composition = fit(
         y[pick], fg[pick], basis, options.prior_weight, options.components, options.iterations,
-        mrf=options.mrf, neighbours=Neighbours(sub),
-        bias=options.bias_order > 0, penalty=penalty)
+        mrf=options.mrf, neighbours=Neighbours(sub), bias=options.bias_order > 0,
+        penalty=penalty, partial_volume=options.partial_volume)
 
     log_b = np.empty(y.shape, dtype=np.float32)
     for start in range(0, len(y), CHUNK):
@@ -147,12 +153,13 @@ def refine(image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, spaci
                                    half, offsets)
         log_b[start:start + CHUNK] = part @ coefficients
     x = y * np.exp(log_b)
-    log_prior = tempered_log_prior(fg, options.prior_weight)
-    _, q = posteriors(log_prior, mixture, x)
+    log_prior = composition.log_prior(tempered_log_prior(fg, options.prior_weight))
+    joint = joint_log(log_prior[:, None], composition.expand(mixture), x)
+    _, q = posteriors(joint, composition=composition)
     if options.mrf:
         neighbours = Neighbours(inside)
         for _ in range(FULL_MRF_PASSES):
-            _, q = posteriors(log_prior, mixture, x, options.mrf, neighbours, q)
+            _, q = posteriors(joint, options.mrf, neighbours, q, composition)
     post = np.zeros((len(y), k), dtype=np.float32)
     post[:, 1:] = q
     full = np.zeros(mask.shape, dtype=bool)

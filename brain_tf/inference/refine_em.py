@@ -19,6 +19,15 @@ mean log is 0 and the intensity scale stays the scan's. Nothing assumes an order
 class intensities: each class's Gaussian starts at the statistics of the voxels where the
 prior ranks it first.
 
+With ``partial_volume``, each pair of classes with no third class between their means
+(:func:`partial_volume_pairs`) also gets a mixed class for voxels that hold both tissues:
+fractions f = 1/8, 3/8, 5/8, 7/8 of the first, each a Gaussian of mean f mu_a + (1 - f)
+mu_b and covariance f^2 Sigma_a + (1 - f)^2 Sigma_b (the mixed-tissue model of partial-
+volume classifiers, a uniform fraction in four steps), with the geometric mean of the two
+classes' tempered priors. The pure Gaussians are fitted to the pure posteriors only; a
+voxel's class posteriors are then its expected fractions (a mixed voxel's counts f to one
+class, 1 - f to the other), which the MRF and the hard labels read.
+
 The arrays here are flat (masked voxels); :mod:`brain_tf.inference.refine` cuts them
 from volumes and puts the posteriors back.
 """
@@ -37,6 +46,12 @@ PRIOR_FLOOR = 1e-4
 MIN_BIAS_STEPS = 5
 #: ... and once no bias coefficient moved by more than this in the last step.
 BIAS_TOLERANCE = 1e-3
+#: Fractions of the first class in a partial-volume class (uniform over 0..1, no tie).
+PV_FRACTIONS = (0.125, 0.375, 0.625, 0.875)
+#: A pair gets no partial-volume class when a third class lies between them, within this
+#: many pooled standard deviations of the line between their means (the mix would imitate
+#: that class: CSF / WM voxels look like GM on a T1).
+PV_CLEARANCE = 3.0
 #: Covariances get this share of the data's variance added (a class cannot collapse).
 VARIANCE_FLOOR = 1e-4
 
@@ -67,14 +82,100 @@ class Mixture:
         for a, b in itertools.product(range(k), range(g)):
             chol = np.linalg.cholesky(self.covariances[a, b])
             whiten = np.linalg.inv(chol).T.astype(np.float32)
-            z = (x - self.means[a, b].astype(np.float32)) @ whiten
+            mean = self.means[a, b].astype(np.float32)
+            if c == 1:  # a scan of one channel: no matrix product
+                z2 = np.square((x[:, 0] - mean[0]) * whiten[0, 0])
+            else:
+                z = (x - mean) @ whiten
+                z2 = np.einsum("nc,nc->n", z, z)
             logdet = 2.0 * np.log(np.diag(chol)).sum()
             out[:, a, b] = (np.log(self.weights[a, b] + 1e-12) - 0.5 * (c * np.log(2 * np.pi)
-                            + logdet)) - 0.5 * np.einsum("nc,nc->n", z, z)
+                            + logdet)) - 0.5 * z2
         return out
 
     def precisions(self) -> np.ndarray:
         return np.linalg.inv(self.covariances)
+
+
+def partial_volume_pairs(mixture: Mixture) -> list[tuple[int, int]]:
+    """The class pairs that get a mixed class: those with no third class between them (its
+    mean projects inside the segment between theirs and lies within
+    :data:`PV_CLEARANCE` pooled standard deviations of the line; with one channel, any
+    class whose mean lies between)."""
+    means, covs = mixture.class_moments()
+    pairs = []
+    for a, b in itertools.combinations(range(len(means)), 2):
+        precision = np.linalg.inv((covs[a] + covs[b]) / 2)
+        d = means[a] - means[b]
+        between = False
+        for c in set(range(len(means))) - {a, b}:
+            e = means[c] - means[b]
+            f = (d @ precision @ e) / max(d @ precision @ d, 1e-12)
+            r = e - f * d
+            between |= 0 < f < 1 and float(np.sqrt(r @ precision @ r)) < PV_CLEARANCE
+        if not between:
+            pairs.append((a, b))
+    return pairs
+
+
+@dataclasses.dataclass
+class Composition:
+    """The model's components in one flat list, the pure classes' (K x G, class by class)
+    then the mixed classes' (:data:`PV_FRACTIONS` each, pair by pair): ``share`` (K, M) is
+    the fraction of pure class ``a`` in component ``m``, ``owner`` (M,) the class (pure,
+    then mixed) whose prior component ``m`` takes, ``pairs`` the mixed classes' pure
+    classes."""
+
+    share: np.ndarray
+    owner: np.ndarray
+    pairs: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, k: int, g: int, pairs=()) -> "Composition":
+        n = len(PV_FRACTIONS)
+        share = np.zeros((k, k * g + n * len(pairs)), dtype=np.float32)
+        owner = np.concatenate([np.repeat(np.arange(k), g),
+                                np.repeat(np.arange(k, k + len(pairs)), n)])
+        for a in range(k):
+            share[a, a * g:(a + 1) * g] = 1.0
+        for m, (a, b) in enumerate(pairs):
+            columns = slice(k * g + m * n, k * g + (m + 1) * n)
+            share[a, columns] = PV_FRACTIONS
+            share[b, columns] = 1 - np.asarray(PV_FRACTIONS)
+        return cls(share, owner, list(pairs))
+
+    def expand(self, mixture: Mixture) -> Mixture:
+        """Every component as one mixture of shape (1, M): the pure classes' as fitted,
+        the mixed classes' from the pure classes' moments."""
+        k, g = mixture.weights.shape
+        c = mixture.means.shape[2]
+        weights = [mixture.weights.ravel()]
+        means = [mixture.means.reshape(-1, c)]
+        covs = [mixture.covariances.reshape(-1, c, c)]
+        mu, sigma = mixture.class_moments()
+        f = np.asarray(PV_FRACTIONS)[:, None]
+        for a, b in self.pairs:
+            weights.append(np.full(len(f), 1.0 / len(f)))
+            means.append(f * mu[a] + (1 - f) * mu[b])
+            covs.append(f[..., None]**2 * sigma[a] + (1 - f[..., None])**2 * sigma[b])
+        return Mixture(np.concatenate(weights)[None], np.concatenate(means)[None],
+                       np.concatenate(covs)[None])
+
+    def log_prior(self, log_prior: np.ndarray) -> np.ndarray:
+        """Each component's log prior (N, M) from the pure classes' (N, K): its class's,
+        or for a mixed class the mean of its two classes'."""
+        if self.pairs:
+            mixed = [(log_prior[:, a] + log_prior[:, b]) / 2 for a, b in self.pairs]
+            log_prior = np.concatenate([log_prior, np.stack(mixed, axis=1)], axis=1)
+        return log_prior[:, self.owner]
+
+    def fractions(self, r: np.ndarray) -> np.ndarray:
+        """Expected pure-class fractions (N, K) of component posteriors ``r`` (N, 1, M)."""
+        return r.reshape(len(r), -1) @ self.share.T
+
+    def pure(self, r: np.ndarray, k: int, g: int) -> np.ndarray:
+        """The pure classes' component posteriors (N, K, G) of ``r`` (N, 1, M)."""
+        return r.reshape(len(r), -1)[:, :k * g].reshape(len(r), k, g)
 
 
 def monomial_powers(order: int) -> list[tuple[int, int, int]]:
@@ -185,16 +286,17 @@ def bias_step(y: np.ndarray, coefficients: np.ndarray, basis: np.ndarray, r: np.
     smoothness prior on the field: :func:`bending_energy` times its strength)."""
     log_b = basis @ coefficients                               # (N, C)
     x = y * np.exp(log_b)
-    precision = mixture.precisions().astype(np.float32)       # (K, G, C, C)
-    k, g = r.shape[1:]
+    c = y.shape[1]
+    precision = mixture.precisions().reshape(-1, c, c)          # (K G, C, C)
+    means = mixture.means.reshape(-1, c)
+    flat = r.reshape(len(r), -1)                                # (N, K G)
     new = coefficients.copy()
-    for ch in range(y.shape[1]):
-        grad = np.zeros(len(y), dtype=np.float32)
-        curv = np.zeros(len(y), dtype=np.float32)
-        for a, b in itertools.product(range(k), range(g)):
-            resid = (x - mixture.means[a, b].astype(np.float32)) @ precision[a, b, ch]
-            grad += r[:, a, b] * resid
-            curv += r[:, a, b] * precision[a, b, ch, ch]
+    for ch in range(c):
+        # sum over components of r (x - mu) . P[ch] and of r P[ch, ch], as matrix products
+        row = precision[:, ch, :]                                    # (K G, C)
+        grad = (np.einsum("nc,nc->n", x, flat @ row.astype(np.float32))
+                - flat @ np.einsum("mc,mc->m", means, row).astype(np.float32))
+        curv = flat @ precision[:, ch, ch].astype(np.float32)
         grad = grad * x[:, ch] - 1.0
         curv = curv * x[:, ch] ** 2 + 1.0
         hessian = ((basis * curv[:, None]).T @ basis).astype(float)
@@ -233,43 +335,65 @@ class Neighbours:
         return out.T
 
 
-def posteriors(log_prior, mixture: Mixture, x, mrf: float = 0.0, neighbours=None,
-               q=None) -> tuple[np.ndarray, np.ndarray]:
-    """E-step: component posteriors (N, K, G) and class posteriors (N, K); the MRF term
-    uses the class posteriors ``q`` of the previous pass."""
-    logits = mixture.log_likelihood(x) + log_prior[..., None]
+def joint_log(log_prior, mixture: Mixture, x) -> np.ndarray:
+    """log(prior x likelihood) of every component (N, K, G); ``log_prior`` (N, K, G) or,
+    the same for every component of a class, (N, K)."""
+    if log_prior.ndim == 2:
+        log_prior = log_prior[..., None]
+    return mixture.log_likelihood(x) + log_prior
+
+
+def posteriors(joint, mrf: float = 0.0, neighbours=None, q=None,
+               composition: Composition | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """E-step from :func:`joint_log` (left unchanged): component posteriors (N, K, G), or
+    with ``composition`` (N, 1, M), and class posteriors (N, K); the MRF term uses the class
+    posteriors ``q`` of the previous pass (with ``composition``, each component's share
+    of each class)."""
     if mrf and neighbours is not None and q is not None:
-        logits += mrf * neighbours.sums(q)[..., None]
+        sums = neighbours.sums(q)
+        if composition is None:
+            logits = joint + mrf * sums[..., None]
+        else:
+            logits = joint + mrf * (sums @ composition.share)[:, None]
+    else:
+        logits = joint.copy()
     n, k, g = logits.shape
     flat = logits.reshape(n, k * g)
     flat -= flat.max(axis=1, keepdims=True)
     np.exp(flat, out=flat)
     flat /= flat.sum(axis=1, keepdims=True)
     r = flat.reshape(n, k, g)
-    return r, r.sum(axis=2)
+    return r, (r.sum(axis=2) if composition is None else composition.fractions(r))
 
 
 def fit(y, prior, basis, weight: float, components: int, iterations: int,
         mrf: float = 0.0, neighbours=None, bias: bool = True, tolerance: float = 1e-4,
-        penalty: np.ndarray | None = None):
+        penalty: np.ndarray | None = None, partial_volume: bool = False):
     """EM on flat voxels: intensities ``y`` (N, C), foreground priors (N, K), bias basis
-    (N, P) (or P = 0) and its smoothness ``penalty`` (P, P; see :func:`bias_step`).
-    Returns ``(mixture, coefficients (P, C), q (N, K), iterations)``."""
-    log_prior = tempered_log_prior(prior, weight)
+    (N, P) (or P = 0) and its smoothness ``penalty`` (P, P; see :func:`bias_step`); with
+    ``partial_volume``, mixed classes (the pairs chosen from the starting mixture).
+    Returns ``(mixture, coefficients (P, C), q (N, K), iterations, composition)``: the
+    pure classes' mixture, and how to expand it (:meth:`Composition.expand`)."""
+    k = prior.shape[1]
     coefficients = np.zeros((basis.shape[1], y.shape[1]))
     x = y
-    q = np.exp(log_prior)
-    q /= q.sum(axis=1, keepdims=True)
     mixture = initial_mixture(x, prior, components)
+    composition = Composition.of(k, components,
+                                 partial_volume_pairs(mixture) if partial_volume else ())
+    pure_log_prior = tempered_log_prior(prior, weight)
+    log_prior = composition.log_prior(pure_log_prior)[:, None]
+    q = np.exp(pure_log_prior)
+    q /= q.sum(axis=1, keepdims=True)
     fit_bias = False  # the field starts once the mixture has settled without one
     done = steps = 0
     for done in range(1, iterations + 1):
-        r, new_q = posteriors(log_prior, mixture, x, mrf, neighbours, q)
+        joint = joint_log(log_prior, composition.expand(mixture), x)
+        r, new_q = posteriors(joint, mrf, neighbours, q, composition)
         change = float(np.abs(new_q - q).mean())
         q = new_q
-        mixture = update_mixture(x, r)
+        mixture = update_mixture(x, composition.pure(r, k, components))
         if fit_bias:
-            new = bias_step(y, coefficients, basis, r, mixture, penalty)
+            new = bias_step(y, coefficients, basis, r, composition.expand(mixture), penalty)
             moved = float(np.abs(new - coefficients).max())
             coefficients = new
             x = (y * np.exp(basis @ coefficients)).astype(np.float32)
@@ -280,4 +404,4 @@ def fit(y, prior, basis, weight: float, components: int, iterations: int,
         if change < tolerance and (not fit_bias or (steps >= MIN_BIAS_STEPS
                                                     and moved < BIAS_TOLERANCE)):
             break
-    return mixture, coefficients, q, done
+    return mixture, coefficients, q, done, composition

@@ -22,14 +22,18 @@ from brain_tf.io import save_volume
 MEANS, SDS = (0.3, 0.6, 0.9), (0.03, 0.04, 0.05)
 
 
-def _shells(n=32, seed=0):
-    """Three classes in shells (3 at the centre, 2 around it, 1 outside), Gaussian
-    intensities of MEANS / SDS, a prior that gives the true class 0.7 and the others 0.15
-    (an unsure network)."""
-    rng = np.random.default_rng(seed)
+def _shell_labels(n):
+    """Three classes in shells on an n^3 grid: 3 at the centre, 2 around it, 1 outside."""
     u = (np.indices((n, n, n)) - (n - 1) / 2) / ((n - 1) / 2)
     radius = np.sqrt((u**2).sum(axis=0))
-    labels = np.where(radius < 0.5, 3, np.where(radius < 0.8, 2, 1)).astype(np.uint8)
+    return np.where(radius < 0.5, 3, np.where(radius < 0.8, 2, 1)).astype(np.uint8)
+
+
+def _shells(n=32, seed=0):
+    """The shells with Gaussian intensities of MEANS / SDS, a prior that gives the true
+    class 0.7 and the others 0.15 (an unsure network)."""
+    rng = np.random.default_rng(seed)
+    labels = _shell_labels(n)
     image = np.zeros(labels.shape, np.float32)
     for k, (m, s) in enumerate(zip(MEANS, SDS), start=1):
         image[labels == k] = rng.normal(m, s, int((labels == k).sum()))
@@ -73,10 +77,7 @@ def _shells_with_partial_volume(n=32, up=4, seed=0):
     """The three shells drawn on a grid ``up`` times finer and averaged into n^3 voxels:
     each voxel's true fractions (n, n, n, 3) and its intensity, the fractions' mix of
     MEANS plus noise of sd NOISE; the prior 0.7 x fractions + 0.1."""
-    m = n * up
-    u = (np.indices((m, m, m)) - (m - 1) / 2) / ((m - 1) / 2)
-    radius = np.sqrt((u**2).sum(axis=0))
-    fine = np.where(radius < 0.5, 3, np.where(radius < 0.8, 2, 1))
+    fine = _shell_labels(n * up)
     fractions = np.stack([(fine == k).reshape(n, up, n, up, n, up).mean(axis=(1, 3, 5))
                           for k in (1, 2, 3)], axis=-1)
     noise = np.random.default_rng(seed).normal(0, NOISE, (n, n, n))
@@ -112,8 +113,8 @@ def test_partial_volume_classes_recover_the_tissue_fractions_of_mixed_voxels():
 
 def test_no_partial_volume_class_between_two_tissues_that_imitates_a_third():
     """On a T1 (CSF 0.3, GM 0.6, WM 0.9) a CSF / WM mix looks like GM: only the pairs
-    CSF / GM and GM / WM get a mixed class; when WM is as dark as GM, the pairs cross it
-    no longer and all three get one."""
+    CSF / GM and GM / WM get a mixed class. With two channels and no class on the line
+    between two others, every pair gets one."""
     sd = np.array(SDS).reshape(3, 1, 1, 1) ** 2
     t1 = Mixture(np.ones((3, 1)), np.array(MEANS).reshape(3, 1, 1), sd)
     assert partial_volume_pairs(t1) == [(0, 1), (1, 2)]

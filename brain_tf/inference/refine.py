@@ -24,8 +24,8 @@ import dataclasses
 import numpy as np
 
 from brain_tf.errors import ConfigError, DataError
-from brain_tf.inference.refine_em import (Neighbours, bending_energy, fit, joint_log,
-                                          polynomial_basis, posteriors, tempered_log_prior)
+from brain_tf.inference.refine_em import (Neighbours, bending_energy, fit, polynomial_basis,
+                                          posteriors, tempered_log_prior)
 from brain_tf.inference.refine_qc import scan_qc
 from brain_tf.schema import Inference
 
@@ -154,12 +154,12 @@ def refine(image: np.ndarray, probabilities: np.ndarray, mask: np.ndarray, spaci
         log_b[start:start + CHUNK] = part @ coefficients
     x = y * np.exp(log_b)
     log_prior = composition.log_prior(tempered_log_prior(fg, options.prior_weight))
-    joint = joint_log(log_prior[:, None], composition.expand(mixture), x)
-    _, q = posteriors(joint, composition=composition)
+    joint = composition.expand(mixture).log_likelihood(x) + log_prior
+    _, q = posteriors(joint, composition)
     if options.mrf:
         neighbours = Neighbours(inside)
         for _ in range(FULL_MRF_PASSES):
-            _, q = posteriors(joint, options.mrf, neighbours, q, composition)
+            _, q = posteriors(joint, composition, options.mrf, neighbours, q)
     post = np.zeros((len(y), k), dtype=np.float32)
     post[:, 1:] = q
     full = np.zeros(mask.shape, dtype=bool)

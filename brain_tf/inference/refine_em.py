@@ -162,12 +162,12 @@ class Composition:
                        np.concatenate(covs)[None])
 
     def log_prior(self, log_prior: np.ndarray) -> np.ndarray:
-        """Each component's log prior (N, M) from the pure classes' (N, K): its class's,
-        or for a mixed class the mean of its two classes'."""
+        """Each component's log prior (N, 1, M) from the pure classes' (N, K): its
+        class's, or for a mixed class the mean of its two classes'."""
         if self.pairs:
             mixed = [(log_prior[:, a] + log_prior[:, b]) / 2 for a, b in self.pairs]
             log_prior = np.concatenate([log_prior, np.stack(mixed, axis=1)], axis=1)
-        return log_prior[:, self.owner]
+        return log_prior[:, None, self.owner]
 
     def fractions(self, r: np.ndarray) -> np.ndarray:
         """Expected pure-class fractions (N, K) of component posteriors ``r`` (N, 1, M)."""
@@ -335,35 +335,22 @@ class Neighbours:
         return out.T
 
 
-def joint_log(log_prior, mixture: Mixture, x) -> np.ndarray:
-    """log(prior x likelihood) of every component (N, K, G); ``log_prior`` (N, K, G) or,
-    the same for every component of a class, (N, K)."""
-    if log_prior.ndim == 2:
-        log_prior = log_prior[..., None]
-    return mixture.log_likelihood(x) + log_prior
-
-
-def posteriors(joint, mrf: float = 0.0, neighbours=None, q=None,
-               composition: Composition | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """E-step from :func:`joint_log` (left unchanged): component posteriors (N, K, G), or
-    with ``composition`` (N, 1, M), and class posteriors (N, K); the MRF term uses the class
-    posteriors ``q`` of the previous pass (with ``composition``, each component's share
-    of each class)."""
+def posteriors(joint, composition: Composition, mrf: float = 0.0, neighbours=None,
+               q=None) -> tuple[np.ndarray, np.ndarray]:
+    """E-step from ``joint`` (N, 1, M), log(prior x likelihood) of every component (left
+    unchanged): component posteriors (N, 1, M) and class posteriors (N, K); the MRF term
+    adds each component's share of the classes' neighbour sums of ``q``, the class
+    posteriors of the previous pass."""
     if mrf and neighbours is not None and q is not None:
-        sums = neighbours.sums(q)
-        if composition is None:
-            logits = joint + mrf * sums[..., None]
-        else:
-            logits = joint + mrf * (sums @ composition.share)[:, None]
+        logits = joint + mrf * (neighbours.sums(q) @ composition.share)[:, None]
     else:
         logits = joint.copy()
-    n, k, g = logits.shape
-    flat = logits.reshape(n, k * g)
+    flat = logits.reshape(len(logits), -1)
     flat -= flat.max(axis=1, keepdims=True)
     np.exp(flat, out=flat)
     flat /= flat.sum(axis=1, keepdims=True)
-    r = flat.reshape(n, k, g)
-    return r, (r.sum(axis=2) if composition is None else composition.fractions(r))
+    r = flat.reshape(logits.shape)
+    return r, composition.fractions(r)
 
 
 def fit(y, prior, basis, weight: float, components: int, iterations: int,
@@ -381,14 +368,14 @@ def fit(y, prior, basis, weight: float, components: int, iterations: int,
     composition = Composition.of(k, components,
                                  partial_volume_pairs(mixture) if partial_volume else ())
     pure_log_prior = tempered_log_prior(prior, weight)
-    log_prior = composition.log_prior(pure_log_prior)[:, None]
+    log_prior = composition.log_prior(pure_log_prior)
     q = np.exp(pure_log_prior)
     q /= q.sum(axis=1, keepdims=True)
     fit_bias = False  # the field starts once the mixture has settled without one
     done = steps = 0
     for done in range(1, iterations + 1):
-        joint = joint_log(log_prior, composition.expand(mixture), x)
-        r, new_q = posteriors(joint, mrf, neighbours, q, composition)
+        joint = composition.expand(mixture).log_likelihood(x) + log_prior
+        r, new_q = posteriors(joint, composition, mrf, neighbours, q)
         change = float(np.abs(new_q - q).mean())
         q = new_q
         mixture = update_mixture(x, composition.pure(r, k, components))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,9 +42,11 @@ import numpy as np
 
 from brain_tf.evaluation import dice
 from brain_tf.evaluation.mni import CONTRASTS, VARIANTS, contrast, mni_reference
-from brain_tf.inference.refine import RefineOptions
 from brain_tf.io import load_volume, save_volume
 from brain_tf.tasks import TASKS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refine_options import parse_overrides  # noqa: E402
 
 
 def _predict(task: str, model: str, ref, work: Path, name: str) -> tuple[np.ndarray, float]:
@@ -184,15 +187,6 @@ def held_out_phantoms(model: str, folder: Path, work: Path) -> None:
               f"({len(values)} subjects)", flush=True)
 
 
-def _option(name: str, value: str):
-    kind = type(getattr(RefineOptions(), name))
-    if kind is bool:
-        if value.lower() not in ("true", "false"):
-            raise SystemExit(f"--refine-option {name}= takes true or false, not {value!r}")
-        return value.lower() == "true"
-    return kind(value)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tissue", help="tissue-segmentation run or pretrained:tissue")
@@ -209,7 +203,7 @@ def main() -> None:
     parser.add_argument("--refine-option", action="append", default=[], metavar="NAME=VALUE",
                         help="replace a refinement option for a diagnosis (bias_order=0)")
     args = parser.parse_args()
-    overrides = {k: _option(k, v) for k, v in (o.split("=", 1) for o in args.refine_option)}
+    overrides = parse_overrides(args.refine_option)
     if not (args.tissue or args.brain):
         parser.error("give --tissue and/or --brain")
     print(f"load average {os.getloadavg()[0]:.2f}")

@@ -1,13 +1,17 @@
 """The refinement's defaults, chosen on held-out phantoms (never on the MNI template).
 
     python bench/refine_phantoms.py --phantoms DIR [--unbiased DIR2 --seed 99]
+                                    [--partial-volume DIR3 --partial-volume-unbiased DIR4]
                                     [--model pretrained:tissue] [--cache DIR] [--subjects N]
-                                    [--grid [--only PREFIX]] [--qc]
+                                    [--grid [--only PREFIX]] [--set NAME=VALUE] [--qc]
 
 DIR is a ``brain-tf synth phantoms`` folder the network never saw (e.g. ``--seed 99
 --subjects 3 --spacing 1.5``); ``--unbiased DIR2`` adds the same subjects rendered with
 no bias field (as a bias-corrected scan; written there first when absent, from
-``--seed``, which must be DIR's, and DIR's grid). Every subject's T1w, T2w, PDw and FLAIR
+``--seed``, which must be DIR's, and DIR's grid); ``--partial-volume DIR3`` the same
+subjects with true partial volume (drawn on a grid twice as fine and averaged over each
+voxel, the reference the tissue covering most of it), ``--partial-volume-unbiased DIR4``
+those with no bias field. Every subject's T1w, T2w, PDw and FLAIR
 scans are used as they are and degraded with the template's fixed transforms
 (:mod:`brain_tf.evaluation.mni`: a bias field, Rician noise, 5 mm slices; one per subject
 in turn). Each case goes through the predict path (the brain mask from the model's
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,6 +42,7 @@ from brain_tf.io import load_volume
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_cache import cache_key  # noqa: E402
+from refine_options import parse_overrides  # noqa: E402
 
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
 DEGRADE = {"bias": bias_field, "noise": noise, "thick_5mm": lambda r: thick_slices(r, 5.0)}
@@ -66,6 +72,57 @@ def write_unbiased(folder: Path, like: Path, seed: int) -> None:
     grid = load_volume(masks[0], dtype=None)
     write_phantoms(folder, len(masks), seed, grid.array.shape, tuple(grid.spacing),
                    lambda *a: None, scanner={**PHANTOM_SCANNER, "bias": 0.0})
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    x, y, z = (n // f for n in a.shape)
+    return a[:x * f, :y * f, :z * f].reshape(x, f, y, f, z, f).mean(axis=(1, 3, 5))
+
+
+def _block_majority(labels: np.ndarray, f: int, classes: int) -> np.ndarray:
+    """Per block of f**3 voxels, the class covering most of it (ties to the lower index)."""
+    counts = np.stack([_block_mean(labels == c, f) for c in range(classes)], axis=-1)
+    return np.argmax(counts, axis=-1).astype(np.uint8)
+
+
+def write_partial_volume(folder: Path, like: Path, seed: int, bias: bool = True,
+                         factor: int = 2) -> None:
+    """The subjects of ``like`` (written with ``seed``) with true partial volume: drawn on a
+    grid ``factor`` times finer and averaged over each voxel; the reference tissue and mask
+    are the class that covers most of each voxel (as the MNI template's argmax of
+    fractions). Noise is added after the averaging, at the phantoms' level; ``bias=False``:
+    no bias field."""
+    from brain_tf.data.synthetic.cohort import balanced_sexes, cohort_rng, subject_rng
+    from brain_tf.data.synthetic.fields import rician
+    from brain_tf.data.synthetic.subject import make_subject
+    from brain_tf.data.synthetic.write_volumes import PHANTOM_IMAGES, PHANTOM_SCANNER
+    from brain_tf.io import save_volume
+
+    masks = sorted((like / "masks").glob("sub-*_brain_mask.nii.gz"))
+    grid = load_volume(masks[0], dtype=None)
+    rng = cohort_rng(seed)
+    ages = rng.uniform(18, 88, len(masks))
+    sexes = balanced_sexes(rng, len(masks))
+    fine = tuple(n * factor for n in grid.array.shape)
+    spacing = tuple(s / factor for s in grid.spacing)
+    for i, (age, sex) in enumerate(zip(ages, sexes)):
+        sid = f"{i + 1:04d}"
+        s = make_subject(subject_rng(seed, i), fine, spacing, age=float(age), sex=sex,
+                         modalities=tuple(PHANTOM_IMAGES),
+                         scanner={**PHANTOM_SCANNER, "noise": 0.0,
+                                  **({} if bias else {"bias": 0.0})})
+        affine = grid.affine
+        noise_rng = np.random.default_rng([seed, i, factor])
+        scale = s.phantom.scanner.scale
+        for modality, suffix in PHANTOM_IMAGES.items():
+            image = _block_mean(s.images[modality], factor) / scale
+            image = rician(noise_rng, image.astype(np.float32), PHANTOM_SCANNER["noise"])
+            save_volume(image * np.float32(scale), folder / f"images/sub-{sid}_{suffix}.nii.gz",
+                        affine)
+        tissue = _block_majority(s.tissue, factor, 4)
+        save_volume(tissue, folder / f"segs/sub-{sid}_seg.nii.gz", affine)
+        save_volume((tissue > 0).astype(np.uint8), folder / f"masks/sub-{sid}_brain_mask.nii.gz",
+                    affine)
 
 
 def _network(model: str):
@@ -150,23 +207,19 @@ def _line(label: str, table: dict, seconds: float, groups=()) -> str:
     return (f"  {label:<34} {cells}  all {a[0]:.3f}/{a[1]:.3f}/{a[2]:.3f}  {seconds:5.2f} s")
 
 
-def grid_settings():
-    base = RefineOptions()
+#: The values each option takes in ``--grid``, one option at a time, around the base.
+GRID = {"prior_weight": (0.25, 0.5, 0.75, 1.0), "components": (1, 2, 3),
+        "bias_order": (0, 1, 2, 3, 4), "bias_smoothness": (0.0, 0.01, 0.1, 1.0, 10.0),
+        "mrf": (0.0, 0.1, 0.2, 0.3, 0.4, 0.6), "iterations": (15, 30, 50),
+        "partial_volume": (False, True)}
+
+
+def grid_settings(base: RefineOptions):
     yield "defaults", base
-    for w in (0.25, 0.5, 0.75, 1.0):
-        yield f"prior_weight {w}", dataclasses.replace(base, prior_weight=w)
-    for g in (2, 3):
-        yield f"components {g}", dataclasses.replace(base, components=g)
-    for b in (0, 1, 2, 3, 4):
-        yield f"bias_order {b}", dataclasses.replace(base, bias_order=b)
-    for s in (0.0, 0.01, 0.1, 1.0, 10.0):
-        yield f"bias_smoothness {s}", dataclasses.replace(base, bias_smoothness=s)
-    for m in (0.0, 0.2, 0.4):
-        yield f"mrf {m}", dataclasses.replace(base, mrf=m)
-    for i in (15, 50):
-        yield f"iterations {i}", dataclasses.replace(base, iterations=i)
-    yield f"partial_volume {not base.partial_volume}", dataclasses.replace(
-        base, partial_volume=not base.partial_volume)
+    for name, values in GRID.items():
+        for value in values:
+            if value != getattr(base, name):
+                yield f"{name} {value}", dataclasses.replace(base, **{name: value})
 
 
 def main() -> None:
@@ -184,14 +237,27 @@ def main() -> None:
     parser.add_argument("--qc", action="store_true", help="QC ranges at the defaults")
     parser.add_argument("--only", default="", help="only the grid's settings whose label "
                         "starts so (e.g. 'bias'; several: 'mrf,components')")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="start from these options instead of the defaults (mrf=0.2)")
     parser.add_argument("--part", default="1/1", help="I/N: only the I-th of N shares of the "
                         "grid's settings (run the shares side by side)")
+    parser.add_argument("--partial-volume", help="the same phantoms with true partial volume "
+                        "(drawn twice as fine and averaged; written here when absent)")
+    parser.add_argument("--partial-volume-unbiased", help="the same again with no bias field")
     args = parser.parse_args()
     folders = [Path(args.phantoms)]
-    if args.unbiased:
-        folders.append(Path(args.unbiased))
-        if not folders[1].exists():
-            write_unbiased(folders[1], folders[0], args.seed)
+    shares = [(args.unbiased, lambda f: write_unbiased(f, folders[0], args.seed)),
+              (args.partial_volume, lambda f: write_partial_volume(f, folders[0], args.seed)),
+              (args.partial_volume_unbiased, lambda f: write_partial_volume(
+                  f, folders[0], args.seed, bias=False))]
+    for folder, write in shares:
+        if folder:
+            folders.append(Path(folder))
+            if not folders[-1].exists():  # written whole under another name, then renamed
+                partial = folders[-1].with_name(folders[-1].name + ".writing")
+                shutil.rmtree(partial, ignore_errors=True)
+                write(partial)
+                partial.rename(folders[-1])
     part, parts = (int(v) for v in args.part.split("/"))
     print(f"load average {os.getloadavg()[0]:.2f}")
     cases = []
@@ -207,7 +273,8 @@ def main() -> None:
     if part == 1:
         table, _, _ = evaluate(cases, None)
         print(_line("network alone", table, 0.0, groups), flush=True)
-    settings = list(grid_settings()) if args.grid else [("defaults", RefineOptions())]
+    base = dataclasses.replace(RefineOptions(), **parse_overrides(args.set, "--set"))
+    settings = list(grid_settings(base)) if args.grid else [("defaults", base)]
     settings = [s for s in settings if s[0].startswith(tuple(args.only.split(",")))]
     for label, options in settings[part - 1::parts]:
         table, seconds, qcs = evaluate(cases, options)

@@ -309,10 +309,10 @@ class Inference(Section):
     # (brain_tf.inference.refine: a Gaussian mixture per class, a bias field, an MRF)
     refine: str = "none"
     refine_prior_weight: float = 0.25    # the network's softmax to this power is the prior
-    refine_components: int = 1           # Gaussians per class
+    refine_components: int = 2           # Gaussians per class
     refine_bias_order: int = 3           # polynomial degree of the log bias field (0: none)
     refine_bias_smoothness: float = 0.1  # bending-energy penalty of the bias field (0: none)
-    refine_mrf: float = 0.1              # mean-field MRF strength (0: none)
+    refine_mrf: float = 0.3              # mean-field MRF strength (0: none)
     refine_iterations: int = 30          # EM iterations (at most)
     refine_partial_volume: bool = True   # mixed classes for voxels holding two tissues
 

@@ -151,7 +151,7 @@ def test_a_contrast_inverted_phantom_gets_the_same_labels():
     for scan in (image, inverted):  # with the field (defaults): both improve on the network
         refined = refine(scan, prior, inside, (4.0, 4.0, 4.0)).labels()
         for k in (1, 2, 3):
-            assert dice(refined, k) > dice(network, k) + 0.05, k
+            assert dice(refined, k) > dice(network, k) + 0.03, k
 
 
 def test_qc_flags_intensities_that_contradict_the_prior():

@@ -20,14 +20,16 @@ import itertools
 
 import numpy as np
 
-#: (low, high) of each flagged value. On 48 held-out phantom scans (3 subjects; T1w, T2w,
-#: PDw and FLAIR, clean and with a bias field, Rician noise or 5 mm slices, and all of them
-#: again with no bias field) at the default settings: max_separation 2.50-11.35, changed
-#: 0.107-0.338, mean entropy 0.192-0.601 (partial-volume voxels are uncertain by design;
-#: separation, not flagged: 0.096-6.04); the upper bounds lie a quarter of each range's
-#: width or more beyond it, max_separation's floor 1.5 under its lowest. Measured with
-#: ``python bench/refine_phantoms.py --phantoms DIR --unbiased DIR2 --qc`` (DIR:
-#: ``brain-tf synth phantoms --seed 99 --subjects 3 --spacing 1.5``).
+#: (low, high) of each flagged value. On 96 held-out phantom scans (3 subjects; T1w, T2w,
+#: PDw and FLAIR, clean and with a bias field, Rician noise or 5 mm slices, all of them
+#: again with no bias field, and all again with true partial volume) at the default
+#: settings: max_separation 2.73-12.66, changed 0.104-0.311, mean entropy 0.182-0.432
+#: (partial-volume voxels are uncertain by design; separation, not flagged: 0.108-6.34);
+#: the upper bounds lie a quarter of each range's width or more beyond it,
+#: max_separation's floor 1.2 under its lowest. Measured with ``python
+#: bench/refine_phantoms.py --phantoms DIR --unbiased DIR2 --partial-volume DIR3
+#: --partial-volume-unbiased DIR4 --qc`` (DIR: ``brain-tf synth phantoms --seed 99
+#: --subjects 3 --spacing 1.5``).
 QC_RANGES = {"max_separation": (1.5, np.inf), "changed": (0.0, 0.45),
              "mean_entropy": (0.0, 0.71)}
 

@@ -154,6 +154,30 @@ def test_a_contrast_inverted_phantom_gets_the_same_labels():
             assert dice(refined, k) > dice(network, k) + 0.03, k
 
 
+def test_predict_refines_on_the_mask_s_box_as_on_the_whole_grid(monkeypatch):
+    """The predict path resamples the network's probabilities on the brain mask's box only;
+    labels, probability maps and QC are those of the whole grid's probabilities."""
+    from brain_tf.inference.segment import Segmenter
+    from brain_tf.io import Grid
+    from brain_tf.preprocess.inverse import probabilities_on_grid
+
+    image, _, inside, prior = _phantom()
+    prior[~inside] = [1, 0, 0, 0]
+    network_affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    network_affine[:3, 3] = 1.5                    # off the file's grid: resampled linearly
+    grid = Grid(inside.shape, np.diag([4.0, 4.0, 4.0, 1.0]))
+    segmenter = Segmenter(num_classes=4, refine=RefineOptions())
+    monkeypatch.setattr(Segmenter, "probabilities", lambda self, model, im, mask=None: prior)
+    boxed = segmenter.scan_on_input_grid(None, image, network_affine, grid, image,
+                                         inside=inside)
+    whole = refine(image, probabilities_on_grid(prior, network_affine, grid), inside,
+                   (4.0, 4.0, 4.0))
+    np.testing.assert_array_equal(boxed.indices, whole.labels())
+    for k in range(4):
+        np.testing.assert_allclose(boxed.probability(k), whole.probability(k), atol=1e-5)
+    assert boxed.qc["class_means"] == whole.qc["class_means"]
+
+
 def test_qc_flags_intensities_that_contradict_the_prior():
     image, tissue, inside, prior = _phantom()
     good = refine(image, prior, inside, (4.0, 4.0, 4.0))

@@ -13,7 +13,7 @@ import numpy as np
 
 from brain_tf.errors import ConfigError
 from brain_tf.inference.postprocess import largest_components, to_label_map
-from brain_tf.inference.refine import RefineOptions, refine
+from brain_tf.inference.refine import RefineOptions, Refinement, refine
 from brain_tf.inference.sliding_window import sliding_window_predict
 
 
@@ -125,6 +125,8 @@ class Segmenter:
 
         if self.refine is None and not probseg:
             return ScanSegmentation(self.on_input_grid(model, image, affine, grid, mask))
+        if self.refine is not None and inside is not None and np.any(inside):
+            return self._refined_in_box(model, image, affine, grid, scan, inside, mask)
         probabilities = probabilities_on_grid(
             self.probabilities(model, image, mask), affine, grid,
             background_channel=None if self.activation == "sigmoid" else 0)
@@ -141,4 +143,26 @@ class Segmenter:
         result = refine(scan, probabilities, inside, spacing_from_affine(grid.affine),
                         self.refine)
         del probabilities
+        return ScanSegmentation(self.clean(result.labels()), result.probability, result.qc)
+
+    def _refined_in_box(self, model, image, affine, grid, scan, inside, mask):
+        """:meth:`scan_on_input_grid` refined inside a brain mask: the probabilities are
+        resampled on the mask's bounding box only (the refinement reads nothing else)."""
+        from brain_tf.io.nifti import spacing_from_affine
+        from brain_tf.preprocess.inverse import probabilities_on_grid
+
+        inside = np.asarray(inside) > 0
+        points = np.argwhere(inside)
+        lo, hi = points.min(axis=0), points.max(axis=0) + 1
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        shift = np.eye(4)
+        shift[:3, 3] = lo
+        sub = dataclasses.replace(grid, shape=tuple(int(n) for n in hi - lo),
+                                  affine=np.asarray(grid.affine, dtype=float) @ shift)
+        probabilities = probabilities_on_grid(self.probabilities(model, image, mask), affine,
+                                              sub, background_channel=0)
+        result = refine(np.asarray(scan)[box], probabilities, inside[box],
+                        spacing_from_affine(grid.affine), self.refine)
+        # the mask's voxels lie in its box, in the same C order: the posteriors carry over
+        result = Refinement(inside, result.posteriors, result.qc)
         return ScanSegmentation(self.clean(result.labels()), result.probability, result.qc)

@@ -44,7 +44,7 @@ POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixe
 #: most 0.1 % of predicted voxels change, no Dice moves by more than 0.002, a small
 #: preset trained in bfloat16 reaches its float32 figures". The shipped models meet it
 #: (on the MNI template pretrained:brain changes 0.018-0.034 % of its voxels in bfloat16,
-#: pretrained:tissue refined 0.010-0.038 %), but a tumour small run changed 0.11-0.34 % of
+#: pretrained:tissue refined 0.010-0.039 %), but a tumour small run changed 0.11-0.34 % of
 #: the tumour voxels of ten phantoms, and the small preset trained in bfloat16 fell short of
 #: float32 on the same split; so "auto" is float32 for both.
 AUTO_BFLOAT16 = {"train": False, "predict": False}

@@ -4,6 +4,7 @@
                                     [--partial-volume DIR3 --partial-volume-unbiased DIR4]
                                     [--model pretrained:tissue] [--cache DIR] [--subjects N]
                                     [--grid [--only PREFIX]] [--set NAME=VALUE] [--qc]
+                                    [--also DIR5 ...]
 
 DIR is a ``brain-tf synth phantoms`` folder the network never saw (e.g. ``--seed 99
 --subjects 3 --spacing 1.5``); ``--unbiased DIR2`` adds the same subjects rendered with
@@ -11,7 +12,9 @@ no bias field (as a bias-corrected scan; written there first when absent, from
 ``--seed``, which must be DIR's, and DIR's grid); ``--partial-volume DIR3`` the same
 subjects with true partial volume (drawn on a grid twice as fine and averaged over each
 voxel, the reference the tissue covering most of it), ``--partial-volume-unbiased DIR4``
-those with no bias field. Every subject's T1w, T2w, PDw and FLAIR
+those with no bias field. ``--also`` adds held-out folders written before (by this
+bench, e.g. at another voxel size: ``--seed 98 --spacing 1``), used as they are; with
+several voxel sizes the columns are per voxel size. Every subject's T1w, T2w, PDw and FLAIR
 scans are used as they are and degraded with the template's fixed transforms
 (:mod:`brain_tf.evaluation.mni`: a bias field, Rician noise, 5 mm slices; one per subject
 in turn). Each case goes through the predict path (the brain mask from the model's
@@ -153,6 +156,7 @@ def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -
     from brain_tf.preprocess.inverse import probabilities_on_grid, restrict_to_mask
 
     cache.mkdir(parents=True, exist_ok=True)
+    size = _size(load_volume(next((folder / "masks").glob("*.nii.gz")), dtype=None).spacing)
     net = None
     cases = []
     for name, contrast, ref in _cases(folder, subjects):
@@ -172,9 +176,14 @@ def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -
                 np.float16), inside=inside[box], tissue=ref.tissue[box], brain=ref.brain[box],
                 spacing=np.asarray(volume.spacing))
         data = dict(np.load(path))
-        data.update(name=name, contrast=contrast, group=folder.name)
+        data.update(name=name, contrast=contrast, group=folder.name, size=size)
         cases.append(data)
     return cases
+
+
+def _size(spacing) -> str:
+    """A held-out folder's voxel size as a column name: '1.5 mm' (the largest side)."""
+    return f"{float(np.max(spacing)):g} mm"
 
 
 def scores(labels, tissue) -> np.ndarray:
@@ -196,7 +205,7 @@ def evaluate(cases, options: RefineOptions | None) -> tuple[dict, float, list]:
             labels = result.labels()
             qcs.append(result.qc)
         s = scores(labels, case["tissue"])
-        for key in (case["contrast"], case["group"], "all"):
+        for key in {case["contrast"], case["group"], case["size"], "all"}:
             per.setdefault(key, []).append(s)
     return {k: np.mean(v, axis=0) for k, v in per.items()}, seconds / len(cases), qcs
 
@@ -244,7 +253,13 @@ def main() -> None:
     parser.add_argument("--partial-volume", help="the same phantoms with true partial volume "
                         "(drawn twice as fine and averaged; written here when absent)")
     parser.add_argument("--partial-volume-unbiased", help="the same again with no bias field")
+    parser.add_argument("--also", nargs="+", default=[], metavar="DIR",
+                        help="more held-out folders, written before (another voxel size)")
     args = parser.parse_args()
+    for extra in args.also:
+        if not (Path(extra) / "masks").is_dir():
+            parser.error(f"--also {extra}: not a phantoms folder (no masks/); write it first "
+                         "with this bench's --phantoms and its share flags")
     folders = [Path(args.phantoms)]
     shares = [(args.unbiased, lambda f: write_unbiased(f, folders[0], args.seed)),
               (args.partial_volume, lambda f: write_partial_volume(f, folders[0], args.seed)),
@@ -258,6 +273,7 @@ def main() -> None:
                 shutil.rmtree(partial, ignore_errors=True)
                 write(partial)
                 partial.rename(folders[-1])
+    folders += [Path(extra) for extra in args.also]
     part, parts = (int(v) for v in args.part.split("/"))
     print(f"load average {os.getloadavg()[0]:.2f}")
     cases = []
@@ -266,7 +282,9 @@ def main() -> None:
         cache = Path(args.cache) / folder.name if args.cache else folder / ".refine"
         cases += cached(args.model, folder, cache / cache_key(args.model, masker),
                         args.subjects)
-    groups = tuple(f.name for f in folders) if len(folders) > 1 else ()
+    sizes = sorted({c["size"] for c in cases}, key=lambda v: float(v.split()[0]))
+    groups = (tuple(sizes) if len(sizes) > 1 else
+              tuple(f.name for f in folders) if len(folders) > 1 else ())
     print(f"{len(cases)} held-out cases from {', '.join(map(str, folders))}; mean Dice GM/WM "
           f"per contrast ({', '.join(CONTRASTS + groups)}), then CSF/GM/WM over all, seconds "
           "per refinement")

@@ -62,3 +62,25 @@ def test_partial_volume_phantoms_are_the_same_subjects_on_the_same_grid(tmp_path
     t1 = read("sharp", "images/sub-0001_T1w.nii.gz").array
     pv_t1 = read("pv", "images/sub-0001_T1w.nii.gz").array
     assert np.corrcoef(t1.ravel(), pv_t1.ravel())[0, 1] > 0.9
+
+
+def test_held_out_figures_are_averaged_per_voxel_size_and_over_all():
+    from refine_phantoms import _size, evaluate
+
+    def case(spacing, wrong):
+        tissue = np.zeros((4, 4, 4), np.uint8)
+        tissue[:, :, :1], tissue[:, :, 1:3], tissue[:, :, 3:] = 1, 2, 3
+        net = tissue.copy()
+        net[:wrong, :, 3] = 2                  # `wrong` rows of WM called GM
+        probs = np.eye(4, dtype=np.float16)[net]
+        return dict(probs=probs, inside=np.ones(net.shape, bool), tissue=tissue,
+                    spacing=np.asarray(spacing), contrast="T1w", group="g",
+                    size=_size(spacing))
+
+    table, _, _ = evaluate([case((1, 1, 1), 0), case((2, 2, 2), 2)], None)
+    # the 2 mm case: GM 32 voxels + 8 called GM -> Dice 2*32/(32+40); WM 8 of 16 -> 2*8/24
+    gm, wm = 2 * 32 / 72, 2 * 8 / 24
+    np.testing.assert_allclose(table["1 mm"], [1, 1, 1])
+    np.testing.assert_allclose(table["2 mm"], [1, gm, wm])
+    np.testing.assert_allclose(table["all"], [1, (1 + gm) / 2, (1 + wm) / 2])
+    np.testing.assert_allclose(table["g"], table["all"])

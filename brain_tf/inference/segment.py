@@ -150,10 +150,11 @@ class Segmenter:
         resampled on the mask's bounding box only (the refinement reads nothing else)."""
         from brain_tf.io.nifti import spacing_from_affine
         from brain_tf.preprocess.inverse import probabilities_on_grid
+        from brain_tf.preprocess.resample import bounding_box
 
         inside = np.asarray(inside) > 0
-        points = np.argwhere(inside)
-        lo, hi = points.min(axis=0), points.max(axis=0) + 1
+        lo, last = bounding_box(inside)
+        hi = last + 1
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         shift = np.eye(4)
         shift[:3, 3] = lo

@@ -9,6 +9,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test processes side by side (a test file stays in one, in order: its fixtures are built once)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench clean
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/brain-tf demo
 
 test: $(STAMP)
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; fi; exit $$rc
 
 bench: $(STAMP)

@@ -73,7 +73,8 @@ def _manifest(args):
         print(f"wrote {len(manifest)} samples of {manifest['subject'].nunique()} subjects "
               f"to {args.out}")
     else:
-        print(manifest.to_string(max_rows=40, max_colwidth=60))
+        # whole paths: a cut one cannot tell which file a sample reads
+        print(manifest.to_string(max_rows=40, max_colwidth=None))
 
 
 def _manifest_args(p):

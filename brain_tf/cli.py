@@ -400,10 +400,13 @@ def _task_arguments(tp, task) -> None:
                              help="outputs to write besides the model's own (probseg: one "
                                   "probability map per class, NAME_label-CLASS_probseg)")
     predict.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
+    predict.add_argument("--config", metavar="TOML",
+                         help="an [inference] table merged over the run's (e.g. "
+                              "refine_components = 1)")
     predict.set_defaults(_fn=lambda a, t=task: t.predict(
         a.model, a.inputs, a.out, uncertainty=a.uncertainty, masks=getattr(a, "masks", None),
         support=getattr(a, "support", None), skip_existing=getattr(a, "skip_existing", False),
-        precision=a.precision, write=getattr(a, "write", ())))
+        precision=a.precision, write=getattr(a, "write", ()), config=a.config))
 
 
 def _train(task, args):

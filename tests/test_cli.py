@@ -11,10 +11,11 @@ def test_predict_passes_one_mask_per_input(monkeypatch, tmp_path):
     task = TASKS["tissue-segmentation"]
 
     def fake_predict(model, inputs, out, uncertainty=False, masks=None, support=None,
-                     skip_existing=False, precision=None, write=()):
+                     skip_existing=False, precision=None, write=(), config=None):
         calls.append(((model, inputs, out), {"uncertainty": uncertainty, "masks": masks,
                                              "skip_existing": skip_existing,
-                                             "precision": precision, "write": list(write)}))
+                                             "precision": precision, "write": list(write),
+                                             "config": config}))
         return 0
 
     monkeypatch.setattr(task, "predict", fake_predict)
@@ -22,14 +23,15 @@ def test_predict_passes_one_mask_per_input(monkeypatch, tmp_path):
                  "--mask", "ma.nii.gz", "mb.nii.gz", "--out", str(tmp_path)]) == 0
     assert calls == [(("RUN", ["a.nii.gz", "b.nii.gz"], str(tmp_path)),
                       {"uncertainty": False, "masks": ["ma.nii.gz", "mb.nii.gz"],
-                       "skip_existing": False, "precision": None, "write": []})]
+                       "skip_existing": False, "precision": None, "write": [],
+                       "config": None})]
     calls.clear()
     assert main(["tissue-segmentation", "predict", "--model", "RUN", "a.nii.gz",
                  "--out", str(tmp_path), "--uncertainty", "--skip-existing",
-                 "--precision", "bfloat16", "--write", "probseg"]) == 0
+                 "--precision", "bfloat16", "--write", "probseg", "--config", "c.toml"]) == 0
     assert calls == [(("RUN", ["a.nii.gz"], str(tmp_path)),
                       {"uncertainty": True, "masks": None, "skip_existing": True,
-                       "precision": "bfloat16", "write": ["probseg"]})]
+                       "precision": "bfloat16", "write": ["probseg"], "config": "c.toml"})]
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

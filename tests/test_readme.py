@@ -17,7 +17,8 @@ To finish in seconds with no data from outside, a command is changed only so:
 - ``RUN_ID`` and ``RUN`` are the run that the block trained (else the last run of that task,
   else one trained here on the task's twin); a missing ``scan.nii.gz`` or scan folder of a
   glob given to ``predict`` is filled with scans like the model's training images (a small
-  phantom for the shipped models); a missing ``--card`` file is written;
+  phantom for the shipped models); a missing ``--card`` file is written; a missing
+  ``predict --config`` file is the README's TOML block that starts ``# NAME``;
 - a ``TF_CONFIG`` cluster runs as one local worker per listed worker, on free localhost
   ports (the README's addresses are never contacted), each non-chief worker in a folder of
   its own (another machine) that must hold nothing of the run afterwards;
@@ -151,6 +152,14 @@ def toml_example(block: Block) -> dict | None:
 BLOCKS = read_blocks()
 COMMAND_BLOCKS = [b for b in BLOCKS if is_commands(b)]
 TOML_BLOCKS = [b for b in BLOCKS if not is_commands(b) and toml_example(b)]
+
+
+def named_example(name: str) -> str:
+    """The TOML block of the README that starts ``# NAME``: the file a command names."""
+    found = [b.text for b in TOML_BLOCKS if b.text.startswith(f"# {name}")]
+    assert len(found) == 1, f"README: {len(found)} TOML blocks start '# {name}'; a command " \
+        "names that file: show it in one"
+    return found[0]
 
 
 # ------------------------------------------------------------------ the workspace
@@ -385,6 +394,9 @@ class BlockRun:
         card = _option(args, "--card")
         if card and not (self.cwd / card).exists():
             (self.cwd / card).write_text("# a model card\n")
+        given = _option(args, "--config")
+        if action == "predict" and given and not (self.cwd / given).exists():
+            (self.cwd / given).write_text(named_example(given))
         if command == "synth":
             args = self.ws.synth_args(args)
         if command == "bids" and "participant" in args and "--spacing" not in args:

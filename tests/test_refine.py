@@ -247,6 +247,33 @@ def test_refined_predict_writes_probability_maps_on_the_input_grid(tmp_path):
     assert row["brain_ml"] == pytest.approx(inside.sum() * 27 / 1000, rel=1e-3)
 
 
+def test_predict_config_replaces_the_run_s_inference_settings(tmp_path, capsys):
+    """predict --config: its [inference] table over the bundle's (two EM iterations, where
+    the bundle's settings take at least six: the bias steps); anything else, or a value the
+    schema refuses, is a one-line error naming the file, before any output."""
+    s = make_subject(np.random.default_rng(4), shape=(40, 48, 40), spacing=3.5,
+                     modalities=("T1",), head=False)
+    scan = save_volume(s.images["T1"].astype(np.float32), tmp_path / "sub-1_T1w.nii.gz",
+                       affine=s.affine)
+    mask = save_volume((s.tissue > 0).astype(np.uint8), tmp_path / "mask.nii.gz",
+                       affine=s.affine)
+    args = ["tissue-segmentation", "predict", "--model", "pretrained:tissue", str(scan),
+            "--mask", str(mask)]
+    short = tmp_path / "short.toml"
+    short.write_text("[inference]\nrefine_iterations = 2\n")
+    assert main(args + ["--out", str(tmp_path / "out"), "--config", str(short)]) == 0
+    qc = json.loads((tmp_path / "out" / "sub-1_T1w_qc.json").read_text())
+    assert qc["iterations"] == 2
+    capsys.readouterr()
+    for text, words in (("[training]\nepochs = 3\n", "[inference] table alone"),
+                        ("[inference]\nrefine_components = 0\n", "refine_components")):
+        short.write_text(text)
+        assert main(args + ["--out", str(tmp_path / "bad"), "--config", str(short)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(short) in err[0] and words in err[0], err
+        assert not (tmp_path / "bad").exists()
+
+
 def test_bending_energy_of_hand_computed_fields():
     """c @ R @ c is the mean of the squared second derivatives: u_x^2 has d2/dx2 = 2
     (energy 4), u_x u_y has d2/dxdy = d2/dydx = 1 (energy 2), u_x^3 has 6 u_x (energy 36

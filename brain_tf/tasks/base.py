@@ -77,16 +77,26 @@ class Task:
         where = f"{self.name} preset {preset!r}" + (" with your settings" if overrides else "")
         return s.RunConfig.build(merged, SCHEMAS[self.family_of(preset)], where)
 
-    def load_config(self, run) -> s.RunConfig:
-        """The config of a run folder (its ``config.toml``)."""
+    def load_config(self, run, inference: str | None = None) -> s.RunConfig:
+        """The config of a run folder (its ``config.toml``); ``inference``: a TOML file
+        whose ``[inference]`` table is merged over the run's (predict's ``--config``)."""
         from brain_tf.config import load_toml
 
         raw = load_toml(Path(run.path if hasattr(run, "path") else run) / "config.toml")
         if raw.get("task") != self.name:
             raise ConfigError(f"{run}: a {raw.get('task')!r} run, not a {self.name} run; use "
                               f"'brain-tf {raw.get('task')}'")
+        where = f"{run}/config.toml"
+        if inference:
+            tables = load_toml(inference)
+            if set(tables) != {"inference"}:
+                raise ConfigError(f"{inference}: predict --config takes an [inference] table "
+                                  f"alone (found {', '.join(sorted(tables)) or 'nothing'}); "
+                                  "the rest of a run's settings are those it was trained with")
+            raw = s.deep_merge(raw, tables)
+            where = f"{where} with {inference}"
         return s.RunConfig.build(raw, SCHEMAS[self.family_of(raw.get("preset", "default"))],
-                                 f"{run}/config.toml")
+                                 where)
 
     # the runner's three actions for this task
     def train(self, config: s.RunConfig, run_dir=None, force: bool = False):
@@ -100,11 +110,12 @@ class Task:
         return runner.evaluate(self, run, root=root)
 
     def predict(self, model, inputs, out, uncertainty: bool = False, masks=None, support=None,
-                skip_existing: bool = False, precision: str | None = None, write=()):
+                skip_existing: bool = False, precision: str | None = None, write=(),
+                config: str | None = None):
         from brain_tf.training import runner
 
         return runner.predict(self, model, inputs, out, uncertainty, masks, support,
-                              skip_existing, precision, write)
+                              skip_existing, precision, write, config)
 
 
 TASKS: dict[str, Task] = {}

@@ -368,15 +368,16 @@ def model_run(model_path) -> tuple[RunFolder, Path]:
 
 def predict(task, model_path, inputs, out, uncertainty: bool = False, masks=None,
             support=None, skip_existing: bool = False, precision: str | None = None,
-            write=()) -> list[Path]:
+            write=(), config_file: str | None = None) -> list[Path]:
     """Predict new files with a trained run, computing in ``precision`` (None: "auto",
     see :func:`brain_tf.distribute.resolve_precision`), writing the outputs of ``write``
-    besides the model's own. Inputs are checked before the model loads."""
+    besides the model's own, with the ``[inference]`` settings of ``config_file`` over the
+    run's. Inputs are checked before the model loads."""
     from brain_tf.distribute import resolve_precision
 
     precision = resolve_precision(precision, purpose="predict")
     run, path = model_run(model_path)
-    config = task.load_config(run)
+    config = task.load_config(run, inference=config_file)
     ctx = Context(task, config, learned=run.load_learned())
     family = task.family(config.preset)
     options = PredictOptions(masks=masks, uncertainty=uncertainty, support=support,

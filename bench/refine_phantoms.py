@@ -4,7 +4,7 @@
                                     [--partial-volume DIR3 --partial-volume-unbiased DIR4]
                                     [--model pretrained:tissue] [--cache DIR] [--subjects N]
                                     [--grid [--only PREFIX]] [--set NAME=VALUE] [--qc]
-                                    [--also DIR5 ...]
+                                    [--also DIR5 ...] [--leave-out bias ...]
 
 DIR is a ``brain-tf synth phantoms`` folder the network never saw (e.g. ``--seed 99
 --subjects 3 --spacing 1.5``); ``--unbiased DIR2`` adds the same subjects rendered with
@@ -14,10 +14,12 @@ subjects with true partial volume (drawn on a grid twice as fine and averaged ov
 voxel, the reference the tissue covering most of it), ``--partial-volume-unbiased DIR4``
 those with no bias field. ``--also`` adds held-out folders written before (by this
 bench, e.g. at another voxel size: ``--seed 98 --spacing 1``), used as they are; with
-several voxel sizes the columns are per voxel size. Every subject's T1w, T2w, PDw and FLAIR
-scans are used as they are and degraded with the template's fixed transforms
-(:mod:`brain_tf.evaluation.mni`: a bias field, Rician noise, 5 mm slices; one per subject
-in turn). Each case goes through the predict path (the brain mask from the model's
+several voxel sizes the columns are per voxel size. Every subject's T1w, T2w, PDw and
+FLAIR scans are used as they are and degraded with the template's fixed transforms
+(:mod:`brain_tf.evaluation.mni`: a bias field, Rician noise, 5 mm slices; one per
+subject in turn; ``--leave-out bias`` drops the cases degraded with the bias field, so
+that the unbiased folders alone are bias-free scans, as bias-corrected ones). Each case
+goes through the predict path (the brain mask from the model's
 ``preprocess.mask_model``, the network, its probabilities on the scan's grid); the
 network's output is cached, then refined with each setting. Printed: mean Dice of CSF,
 GM and WM per contrast and overall for the network alone and each setting (``--grid``:
@@ -63,8 +65,8 @@ def _cases(folder: Path, subjects: int | None = None):
             image = load_volume(folder / "images" / f"{subject}_{contrast}.nii.gz")
             image = dataclasses.replace(image, source=None)
             ref = Reference(image, tissue, brain)
-            yield f"{subject}_{contrast}", contrast, ref
-            yield f"{subject}_{contrast}_{name}", contrast, degrade(ref)
+            yield f"{subject}_{contrast}", contrast, "", ref
+            yield f"{subject}_{contrast}_{name}", contrast, name, degrade(ref)
 
 
 def write_unbiased(folder: Path, like: Path, seed: int) -> None:
@@ -159,7 +161,7 @@ def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -
     size = _size(load_volume(next((folder / "masks").glob("*.nii.gz")), dtype=None).spacing)
     net = None
     cases = []
-    for name, contrast, ref in _cases(folder, subjects):
+    for name, contrast, degradation, ref in _cases(folder, subjects):
         path = cache / f"{name}.npz"
         if not path.exists():
             if net is None:
@@ -176,9 +178,15 @@ def cached(model: str, folder: Path, cache: Path, subjects: int | None = None) -
                 np.float16), inside=inside[box], tissue=ref.tissue[box], brain=ref.brain[box],
                 spacing=np.asarray(volume.spacing))
         data = dict(np.load(path))
-        data.update(name=name, contrast=contrast, group=folder.name, size=size)
+        data.update(name=name, contrast=contrast, group=folder.name, size=size,
+                    degradation=degradation)
         cases.append(data)
     return cases
+
+
+def without(cases: list[dict], degradations) -> list[dict]:
+    """The cases not degraded with any of ``degradations`` (names of :data:`DEGRADE`)."""
+    return [c for c in cases if c["degradation"] not in degradations]
 
 
 def _size(spacing) -> str:
@@ -255,6 +263,9 @@ def main() -> None:
     parser.add_argument("--partial-volume-unbiased", help="the same again with no bias field")
     parser.add_argument("--also", nargs="+", default=[], metavar="DIR",
                         help="more held-out folders, written before (another voxel size)")
+    parser.add_argument("--leave-out", nargs="+", default=[], choices=list(DEGRADE),
+                        help="leave out the cases degraded so ('bias': with --unbiased "
+                        "folders alone, bias-free scans only)")
     args = parser.parse_args()
     for extra in args.also:
         if not (Path(extra) / "masks").is_dir():
@@ -282,6 +293,7 @@ def main() -> None:
         cache = Path(args.cache) / folder.name if args.cache else folder / ".refine"
         cases += cached(args.model, folder, cache / cache_key(args.model, masker),
                         args.subjects)
+    cases = without(cases, args.leave_out)
     sizes = sorted({c["size"] for c in cases}, key=lambda v: float(v.split()[0]))
     groups = (tuple(sizes) if len(sizes) > 1 else
               tuple(f.name for f in folders) if len(folders) > 1 else ())

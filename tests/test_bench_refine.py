@@ -84,3 +84,23 @@ def test_held_out_figures_are_averaged_per_voxel_size_and_over_all():
     np.testing.assert_allclose(table["2 mm"], [1, gm, wm])
     np.testing.assert_allclose(table["all"], [1, (1 + gm) / 2, (1 + wm) / 2])
     np.testing.assert_allclose(table["g"], table["all"])
+
+
+def test_cases_name_their_degradation_and_leave_out_drops_exactly_those(tmp_path):
+    from brain_tf.data.synthetic.write_volumes import write_phantoms
+    from refine_phantoms import CONTRASTS, _cases, without
+
+    write_phantoms(tmp_path, 2, 5, (24, 30, 26), (6.0, 6.0, 6.0), lambda: None)
+    cases = [dict(name=name, contrast=contrast, degradation=degradation, ref=ref)
+             for name, contrast, degradation, ref in _cases(tmp_path)]
+    assert len(cases) == 2 * len(CONTRASTS) * 2           # each scan clean and degraded
+    by_name = {c["name"]: c for c in cases}
+    assert by_name["sub-0001_T1w_bias"]["degradation"] == "bias"      # subjects in turn
+    assert by_name["sub-0002_FLAIR_noise"]["degradation"] == "noise"
+    clean, biased = by_name["sub-0001_T1w"]["ref"], by_name["sub-0001_T1w_bias"]["ref"]
+    np.testing.assert_array_equal(clean.tissue, biased.tissue)
+    assert not np.allclose(clean.image.array, biased.image.array)
+    kept = without(cases, ["bias"])
+    assert len(kept) == len(cases) - len(CONTRASTS)
+    assert not any(c["name"].endswith("_bias") for c in kept)
+    assert sum(c["name"].endswith("_noise") for c in kept) == len(CONTRASTS)

@@ -23,5 +23,9 @@ def parse_overrides(items, flag: str = "--refine-option") -> dict:
                 raise SystemExit(f"{flag} {name}= takes true or false, not {value!r}")
             out[name] = value.lower() == "true"
         else:
-            out[name] = kind(value)
+            try:
+                out[name] = kind(value)
+            except ValueError:
+                raise SystemExit(f"{flag} {name}= takes {kind.__name__} values, not {value!r}") \
+                    from None
     return out

@@ -19,7 +19,8 @@ def test_overrides_take_each_option_s_type():
     assert parse_overrides(["partial_volume=True"]) == {"partial_volume": True}
 
 
-@pytest.mark.parametrize("item", ["mrf", "nonsense=1", "partial_volume=0"])
+@pytest.mark.parametrize("item", ["mrf", "nonsense=1", "partial_volume=0", "components=0.5",
+                                  "mrf=strong"])
 def test_a_bad_override_names_the_fix(item):
     with pytest.raises(SystemExit, match="--set"):
         parse_overrides([item], "--set")
